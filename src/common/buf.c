@@ -1,0 +1,97 @@
+/*
+ * buf.c — growable bounded byte buffer (see buf.h).
+ *
+ * Consumed bytes at the front are reclaimed lazily: moved down only when room
+ * is needed, so consuming is O(1) and a buffer drained packet by packet does
+ * not copy on every packet.
+ */
+#include "buf.h"
+
+#include <stdlib.h>
+#include <string.h>
+
+#define BUF_MIN_CAP 256u
+
+void buf_init(buf *b, size_t max)
+{
+    *b = (buf){.max = max};
+}
+
+void buf_free(buf *b)
+{
+    free(b->data);
+    *b = (buf){.max = b->max};
+}
+
+bool buf_reserve(buf *b, size_t n)
+{
+    if (n > b->max || b->len > b->max - n)
+        return false;
+    size_t need = b->len + n;
+    if (b->start + need <= b->cap)
+        return true;
+    if (need <= b->cap) {
+        memmove(b->data, b->data + b->start, b->len);
+        b->start = 0;
+        return true;
+    }
+    size_t cap = b->cap ? b->cap : BUF_MIN_CAP;
+    while (cap < need)
+        cap = cap > SIZE_MAX / 2 ? need : cap * 2;
+    if (cap > b->max)
+        cap = b->max;
+    uint8_t *data = malloc(cap);
+    if (!data)
+        return false;
+    if (b->len)
+        memcpy(data, b->data + b->start, b->len);
+    free(b->data);
+    b->data = data;
+    b->cap = cap;
+    b->start = 0;
+    return true;
+}
+
+bool buf_append(buf *b, const void *src, size_t n)
+{
+    if (n == 0)
+        return true;
+    if (!buf_reserve(b, n))
+        return false;
+    memcpy(b->data + b->start + b->len, src, n);
+    b->len += n;
+    return true;
+}
+
+uint8_t *buf_tail(buf *b, size_t n)
+{
+    if (!buf_reserve(b, n))
+        return NULL;
+    return b->data + b->start + b->len;
+}
+
+void buf_commit(buf *b, size_t n)
+{
+    b->len += n;
+}
+
+void buf_consume(buf *b, size_t n)
+{
+    if (n >= b->len) {
+        b->len = 0;
+        b->start = 0;
+        return;
+    }
+    b->start += n;
+    b->len -= n;
+}
+
+void buf_shrink(buf *b)
+{
+    if (b->len == 0 && b->data) {
+        free(b->data);
+        b->data = NULL;
+        b->cap = 0;
+        b->start = 0;
+    }
+}

@@ -1,0 +1,680 @@
+/*
+ * broker.c — connections, framing, dispatch, group commit, timers and start-up
+ * from the store: the parts of the broker that are not one MQTT feature.
+ *
+ * Input is framed here with the codec's incremental framer; the packet size
+ * limit is the small pre-authentication one until CONNECT has been accepted,
+ * so an unauthenticated peer cannot make the hub buffer much. Output is only
+ * appended to per-connection buffers and handed to the server at the end of
+ * the pass, after broker_commit, so acknowledgements never overtake the
+ * durability they promise. Connections are closed by the server at the end of
+ * a pass (broker_closing), never inside a handler.
+ */
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "broker_int.h"
+
+/* Bytes fed to the framer at a time beyond the packet limit. */
+#define INPUT_SLACK 16384u
+
+void broker_limits_default(broker_limits *l)
+{
+    *l = (broker_limits){
+        .max_packet_size = 262144,
+        .max_packet_before_connect = 8192,
+        .max_topic_length = 256,
+        .max_topic_levels = 16,
+        .max_subscriptions = 64,
+        .max_inflight = 32,
+        .max_queued = 1000,
+        .max_output = 4u << 20,
+        .max_keep_alive = 3600,
+        .max_session_expiry = 604800,
+        .max_publish_rate = 100,
+        .topic_alias_maximum = 16,
+        .connect_timeout_ms = 10000,
+    };
+}
+
+void broker_log(broker *b, broker_event ev, const broker_principal *who, const char *fmt, ...)
+{
+    if (!b->cfg.log)
+        return;
+    char detail[512];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(detail, sizeof(detail), fmt, ap);
+    va_end(ap);
+    b->cfg.log(b->cfg.log_ctx, ev, who, detail);
+}
+
+/* ---- lists of connections --------------------------------------------- */
+
+static bool list_push(broker_conn ***arr, size_t *len, size_t *cap, broker_conn *c)
+{
+    if (*len == *cap) {
+        size_t n = *cap ? *cap * 2 : 64;
+        broker_conn **a = realloc(*arr, n * sizeof(*a));
+        if (!a)
+            return false;
+        *arr = a;
+        *cap = n;
+    }
+    (*arr)[(*len)++] = c;
+    return true;
+}
+
+static void list_remove(broker_conn **arr, size_t *len, broker_conn *c)
+{
+    for (size_t i = 0; i < *len; i++) {
+        if (arr[i] == c) {
+            arr[i] = arr[--*len];
+            return;
+        }
+    }
+}
+
+void conn_mark_dirty(broker *b, broker_conn *c)
+{
+    if (c->dirty)
+        return;
+    if (list_push(&b->dirty, &b->ndirty, &b->dirty_cap, c))
+        c->dirty = true;
+}
+
+bool conn_send(broker *b, broker_conn *c, const uint8_t *bytes, size_t len)
+{
+    if (c->state == CONN_CLOSING)
+        return false;
+    if (!buf_append(&c->out, bytes, len)) {
+        /* A reader this slow cannot be served without unbounded memory. */
+        conn_close(b, c, 0x97, "output buffer full (slow reader)");
+        return false;
+    }
+    conn_mark_dirty(b, c);
+    return true;
+}
+
+void conn_close(broker *b, broker_conn *c, uint8_t reason, const char *why)
+{
+    if (c->state == CONN_CLOSING)
+        return;
+    if (c->version == CODEC_V5 && c->state == CONN_ACTIVE && reason != 0) {
+        codec_disconnect d = {.reason = reason};
+        uint8_t pkt[8];
+        size_t n;
+        if (codec_encode_disconnect(CODEC_DISCONNECT, &d, CODEC_V5, pkt, sizeof(pkt), &n) ==
+            CODEC_OK)
+            (void)buf_append(&c->out, pkt, n);
+    }
+    if (why && reason >= 0x80)
+        broker_log(b, BROKER_EV_PROTOCOL_ERROR, &c->who, "closing connection: %s (0x%02x %s)",
+                   why, reason, codec_reason_name(reason));
+    c->state = CONN_CLOSING;
+    timer_disarm(&b->timers, &c->timer);
+    conn_mark_dirty(b, c);
+    if (!c->closing_listed &&
+        list_push(&b->closing, &b->nclosing, &b->closing_cap, c))
+        c->closing_listed = true;
+}
+
+bool store_touch(broker *b, broker_conn *c)
+{
+    broker_store *st = b->cfg.store;
+    if (!st || b->freeing)
+        return false;
+    if (!b->in_txn) {
+        if (!st->begin(st->ctx)) {
+            broker_log(b, BROKER_EV_STORE_FAILED, NULL, "store: cannot begin a transaction");
+            b->store_failed = true;
+            return false;
+        }
+        b->in_txn = true;
+    }
+    if (c) {
+        c->durable = true;
+        conn_mark_dirty(b, c);
+    }
+    return true;
+}
+
+/* ---- lifecycle -------------------------------------------------------- */
+
+typedef struct load_ctx {
+    broker *b;
+    hmap msgs; /* store id (8 bytes) -> msg */
+    uint64_t *ids;
+    size_t nids, ids_cap;
+} load_ctx;
+
+static bool load_msg(void *ctx, const store_msg_row *row)
+{
+    load_ctx *l = ctx;
+    msg *m = msg_new(row->topic, row->payload, row->props, row->origin, row->qos, row->retain,
+                     row->expires_at);
+    if (!m)
+        return false;
+    m->store_id = row->id;
+    if (l->nids == l->ids_cap) {
+        size_t n = l->ids_cap ? l->ids_cap * 2 : 256;
+        uint64_t *ids = realloc(l->ids, n * sizeof(*ids));
+        if (!ids) {
+            msg_unref(m);
+            return false;
+        }
+        l->ids = ids;
+        l->ids_cap = n;
+    }
+    l->ids[l->nids] = row->id;
+    if (!hmap_put(&l->msgs, (const uint8_t *)&l->ids[l->nids], sizeof(uint64_t), m)) {
+        msg_unref(m);
+        return false;
+    }
+    l->nids++;
+    return true;
+}
+
+static msg *load_find_msg(load_ctx *l, uint64_t id)
+{
+    return hmap_get(&l->msgs, (const uint8_t *)&id, sizeof(id));
+}
+
+static bool load_session(void *ctx, const store_session_row *row)
+{
+    load_ctx *l = ctx;
+    return session_restore(l->b, row) != NULL;
+}
+
+static bool load_sub(void *ctx, codec_bytes client_id, codec_bytes filter, uint8_t options,
+                     uint32_t sub_id)
+{
+    load_ctx *l = ctx;
+    session *s = hmap_get(&l->b->sessions, client_id.ptr, client_id.len);
+    if (!s)
+        return true; /* orphan row: ignore */
+    return sub_restore(l->b, s, filter, options, sub_id);
+}
+
+static bool load_queue(void *ctx, const store_queue_row *row)
+{
+    load_ctx *l = ctx;
+    session *s = hmap_get(&l->b->sessions, row->client_id.ptr, row->client_id.len);
+    msg *m = load_find_msg(l, row->msg_id);
+    if (!s || !m)
+        return true;
+    delivery *d = calloc(1, sizeof(*d));
+    if (!d)
+        return false;
+    *d = (delivery){.m = msg_ref(m), .seq = row->seq, .qos = row->qos, .retain = row->retain,
+                    .state = row->state, .stored = true, .packet_id = row->packet_id};
+    d->nsub_ids = row->nsub_ids > DELIVERY_MAX_SUB_IDS ? DELIVERY_MAX_SUB_IDS : row->nsub_ids;
+    memcpy(d->sub_ids, row->sub_ids, d->nsub_ids * sizeof(uint32_t));
+    m->durable_refs++;
+    if (s->queue_tail)
+        s->queue_tail->next = d;
+    else
+        s->queue_head = d;
+    s->queue_tail = d;
+    s->queued++;
+    if (d->state != DELIVERY_QUEUED)
+        s->inflight++;
+    if (row->seq >= s->next_seq)
+        s->next_seq = row->seq + 1;
+    return true;
+}
+
+static bool load_qos2(void *ctx, codec_bytes client_id, uint16_t packet_id)
+{
+    load_ctx *l = ctx;
+    session *s = hmap_get(&l->b->sessions, client_id.ptr, client_id.len);
+    if (!s)
+        return true;
+    if (s->nqos2_in == s->qos2_in_cap) {
+        size_t n = s->qos2_in_cap ? s->qos2_in_cap * 2 : 8;
+        uint16_t *a = realloc(s->qos2_in, n * sizeof(*a));
+        if (!a)
+            return false;
+        s->qos2_in = a;
+        s->qos2_in_cap = n;
+    }
+    s->qos2_in[s->nqos2_in++] = packet_id;
+    return true;
+}
+
+static bool load_retained(void *ctx, codec_bytes topic, uint64_t msg_id)
+{
+    load_ctx *l = ctx;
+    msg *m = load_find_msg(l, msg_id);
+    if (!m)
+        return true;
+    tree_node *n = tree_get(l->b->retained, topic, true);
+    if (!n)
+        return false;
+    void **slot = tree_value(n);
+    if (*slot)
+        msg_unref(*slot);
+    *slot = msg_ref(m);
+    m->durable_refs++;
+    return true;
+}
+
+static bool load_store(broker *b)
+{
+    broker_store *st = b->cfg.store;
+    load_ctx l = {.b = b};
+    if (!hmap_init(&l.msgs))
+        return false;
+    store_loader loader = {&l, load_msg, load_session, load_sub, load_queue, load_qos2,
+                           load_retained};
+    bool ok = st->load(st->ctx, &loader);
+    /* Messages nothing durable points at any more were garbage in the store. */
+    size_t bucket = 0;
+    hmap_entry *it = NULL, *e;
+    bool txn = false;
+    while ((e = hmap_next(&l.msgs, &bucket, &it))) {
+        msg *m = e->value;
+        if (ok && m->durable_refs == 0) {
+            if (!txn)
+                txn = st->begin(st->ctx);
+            if (txn)
+                (void)st->msg_delete(st->ctx, m->store_id);
+        }
+        msg_unref(m);
+    }
+    if (txn && !st->commit(st->ctx))
+        st->rollback(st->ctx);
+    hmap_free(&l.msgs);
+    free(l.ids);
+    return ok;
+}
+
+broker *broker_new(const broker_config *config, uint64_t now_ms)
+{
+    broker *b = calloc(1, sizeof(*b));
+    if (!b)
+        return NULL;
+    b->cfg = *config;
+    b->lim = config->limits;
+    if (!hmap_init(&b->sessions))
+        goto fail;
+    b->subs = tree_new();
+    b->shared = tree_new();
+    b->retained = tree_new();
+    if (!b->subs || !b->shared || !b->retained)
+        goto fail;
+    if (b->cfg.store) {
+        if (!load_store(b))
+            goto fail;
+        b->last_msg_id = b->cfg.store->msg_max_id(b->cfg.store->ctx);
+    }
+    /* Sessions restored from the store are offline: give their timers a start. */
+    size_t bucket = 0;
+    hmap_entry *it = NULL, *e;
+    while ((e = hmap_next(&b->sessions, &bucket, &it))) {
+        session *s = e->value;
+        if (s->expires_at && s->expires_at < now_ms)
+            s->expires_at = now_ms; /* expired while the hub was down */
+        if (s->expires_at)
+            (void)timer_arm(&b->timers, &s->timer, s->expires_at);
+    }
+    return b;
+fail:
+    broker_free(b);
+    return NULL;
+}
+
+static void free_retained(void *value)
+{
+    msg_unref(value);
+}
+
+void broker_free(broker *b)
+{
+    if (!b)
+        return;
+    b->freeing = true;
+    while (b->conns) {
+        broker_conn *c = b->conns;
+        c->clean_disconnect = true; /* freeing, not a network loss: no will */
+        if (c->s)
+            c->s->will = (msg_unref(c->s->will), NULL);
+        broker_conn_gone(b, c, 0);
+    }
+    size_t bucket = 0;
+    hmap_entry *it = NULL, *e;
+    session **all = NULL;
+    size_t n = 0;
+    if (b->sessions.count)
+        all = malloc(b->sessions.count * sizeof(*all));
+    while (all && (e = hmap_next(&b->sessions, &bucket, &it)))
+        all[n++] = e->value;
+    for (size_t i = 0; i < n; i++) {
+        all[i]->stored = false; /* keep it in the store: this is only freeing memory */
+        session_destroy(b, all[i]);
+    }
+    free(all);
+    hmap_free(&b->sessions);
+    if (b->subs)
+        tree_free(b->subs, NULL);
+    if (b->shared)
+        tree_free(b->shared, NULL);
+    if (b->retained)
+        tree_free(b->retained, free_retained);
+    timer_heap_free(&b->timers);
+    free(b->dirty);
+    free(b->closing);
+    free(b->handed_dirty);
+    free(b->handed_closing);
+    free(b->touched);
+    free(b);
+}
+
+broker_conn *broker_conn_open(broker *b, const broker_principal *who, void *io, uint64_t now_ms)
+{
+    broker_conn *c = calloc(1, sizeof(*c));
+    if (!c)
+        return NULL;
+    c->b = b;
+    c->io = io;
+    c->who = *who;
+    c->who.id[sizeof(c->who.id) - 1] = '\0';
+    c->state = CONN_NEW;
+    c->last_rx = now_ms;
+    buf_init(&c->in, b->lim.max_packet_before_connect + INPUT_SLACK);
+    buf_init(&c->out, b->lim.max_output);
+    timer_init(&c->timer, TIMER_CONNECT, c);
+    if (!timer_arm(&b->timers, &c->timer, now_ms + b->lim.connect_timeout_ms)) {
+        free(c);
+        return NULL;
+    }
+    c->next = b->conns;
+    if (b->conns)
+        b->conns->prev = c;
+    b->conns = c;
+    b->stats.connections++;
+    return c;
+}
+
+void broker_conn_gone(broker *b, broker_conn *c, uint64_t now_ms)
+{
+    timer_disarm(&b->timers, &c->timer);
+    if (c->s)
+        session_detach(b, c->s, now_ms);
+    if (c->dirty)
+        list_remove(b->dirty, &b->ndirty, c);
+    if (c->closing_listed)
+        list_remove(b->closing, &b->nclosing, c);
+    if (c->prev)
+        c->prev->next = c->next;
+    else
+        b->conns = c->next;
+    if (c->next)
+        c->next->prev = c->prev;
+    b->stats.connections--;
+    buf_free(&c->in);
+    buf_free(&c->out);
+    free(c);
+}
+
+/* ---- input ------------------------------------------------------------ */
+
+static void dispatch(broker *b, broker_conn *c, const codec_packet *p, uint64_t now)
+{
+    switch (p->type) {
+    case CODEC_CONNECT:
+        handle_connect(b, c, &p->u.connect, now);
+        break;
+    case CODEC_PUBLISH:
+        handle_publish(b, c, &p->u.publish, now);
+        break;
+    case CODEC_PUBACK:
+    case CODEC_PUBREC:
+    case CODEC_PUBREL:
+    case CODEC_PUBCOMP:
+        handle_ack(b, c, p->type, &p->u.ack, now);
+        break;
+    case CODEC_SUBSCRIBE:
+        handle_subscribe(b, c, &p->u.subscribe, now);
+        break;
+    case CODEC_UNSUBSCRIBE:
+        handle_unsubscribe(b, c, &p->u.unsubscribe);
+        break;
+    case CODEC_PINGREQ: {
+        uint8_t pkt[2];
+        size_t n;
+        if (codec_encode_ping(CODEC_PINGRESP, pkt, sizeof(pkt), &n) == CODEC_OK)
+            (void)conn_send(b, c, pkt, n);
+        break;
+    }
+    case CODEC_DISCONNECT:
+        handle_disconnect(b, c, &p->u.disconnect);
+        break;
+    default:
+        /* AUTH without an authentication method in CONNECT ([MQTT-4.12.0-1]) */
+        conn_close(b, c, 0x82, "unexpected packet");
+        break;
+    }
+}
+
+/* A packet that cannot be decoded. Before CONNECT is accepted the answer is a
+ * CONNACK (in the form the client asked for); after, a DISCONNECT. */
+static void refuse_packet(broker *b, broker_conn *c, const codec_packet *p, codec_status st)
+{
+    uint8_t reason = codec_status_reason(st);
+    if (c->state == CONN_NEW) {
+        uint8_t version = p->type == CODEC_CONNECT ? p->u.connect.protocol_version : 0;
+        if (version == CODEC_V5 || version == CODEC_V311) {
+            codec_connack ack = {.reason = version == CODEC_V5 ? reason : 0x01};
+            if (version == CODEC_V311 && st != CODEC_ERR_BAD_VERSION)
+                ack.reason = 0; /* 3.1.1 has no code for this: just close */
+            uint8_t pkt[16];
+            size_t n;
+            if (ack.reason && codec_encode_connack(&ack, version, pkt, sizeof(pkt), &n) ==
+                                  CODEC_OK)
+                (void)buf_append(&c->out, pkt, n);
+        }
+        broker_log(b, BROKER_EV_REFUSED_CONNECT, &c->who, "first packet refused: %s",
+                   codec_status_name(st));
+        c->state = CONN_ACTIVE; /* so that conn_close does not add a DISCONNECT */
+        c->version = 0;
+    }
+    conn_close(b, c, reason, codec_status_name(st));
+}
+
+void broker_input(broker *b, broker_conn *c, const uint8_t *data, size_t len, uint64_t now_ms)
+{
+    while (len > 0 && c->state != CONN_CLOSING) {
+        size_t room = c->in.max - c->in.len;
+        size_t n = len < room ? len : room;
+        if (n == 0 || !buf_append(&c->in, data, n)) {
+            conn_close(b, c, 0x95, "input buffer full");
+            return;
+        }
+        data += n;
+        len -= n;
+
+        while (c->state != CONN_CLOSING) {
+            size_t limit = c->state == CONN_NEW ? b->lim.max_packet_before_connect
+                                                : b->lim.max_packet_size;
+            codec_decode_opts opts = {.version = c->state == CONN_NEW ? 0 : c->version,
+                                      .sender = CODEC_FROM_CLIENT,
+                                      .max_packet = limit};
+            codec_packet pkt;
+            size_t used;
+            codec_status st = codec_decode(buf_ptr(&c->in), c->in.len, &opts, &pkt, &used);
+            if (st == CODEC_NEED_MORE)
+                break;
+            if (st != CODEC_OK) {
+                refuse_packet(b, c, &pkt, st);
+                break;
+            }
+            c->last_rx = now_ms;
+            dispatch(b, c, &pkt, now_ms);
+            buf_consume(&c->in, used);
+        }
+    }
+    if (c->in.len == 0)
+        buf_shrink(&c->in);
+}
+
+/* ---- end of pass -------------------------------------------------------- */
+
+bool broker_commit(broker *b)
+{
+    if (!b->in_txn)
+        return true;
+    broker_store *st = b->cfg.store;
+    b->in_txn = false;
+    bool ok = st->commit(st->ctx);
+    for (size_t i = 0; i < b->ndirty; i++) {
+        broker_conn *c = b->dirty[i];
+        if (!ok && c->durable) {
+            /* What it was owed was not made durable: send none of it, and let
+             * the client retry on a new connection. */
+            buf_consume(&c->out, c->out.len);
+            conn_close(b, c, 0, NULL);
+        }
+        c->durable = false;
+    }
+    if (!ok) {
+        st->rollback(st->ctx);
+        b->store_failed = true;
+        broker_log(b, BROKER_EV_STORE_FAILED, NULL,
+                   "store: commit failed; affected connections closed unacknowledged");
+    }
+    return ok;
+}
+
+size_t broker_dirty(broker *b, broker_conn ***list)
+{
+    broker_conn **handed = b->dirty;
+    size_t n = b->ndirty, cap = b->dirty_cap;
+    /* Reuse last round's array for the next list. */
+    b->dirty = b->handed_dirty;
+    b->dirty_cap = b->handed_dirty_cap;
+    b->handed_dirty = handed;
+    b->handed_dirty_cap = cap;
+    b->ndirty = 0;
+    for (size_t i = 0; i < n; i++)
+        handed[i]->dirty = false;
+    *list = handed;
+    return n;
+}
+
+buf *broker_output(broker_conn *c)
+{
+    return &c->out;
+}
+
+void broker_output_drained(broker *b, broker_conn *c, uint64_t now_ms)
+{
+    if (c->out.len == 0)
+        buf_shrink(&c->out);
+    if (c->s && c->state == CONN_ACTIVE)
+        session_pump(b, c->s, now_ms);
+}
+
+size_t broker_closing(broker *b, broker_conn ***list)
+{
+    broker_conn **handed = b->closing;
+    size_t n = b->nclosing, cap = b->closing_cap;
+    b->closing = b->handed_closing;
+    b->closing_cap = b->handed_closing_cap;
+    b->handed_closing = handed;
+    b->handed_closing_cap = cap;
+    b->nclosing = 0;
+    for (size_t i = 0; i < n; i++)
+        handed[i]->closing_listed = false;
+    *list = handed;
+    return n;
+}
+
+void *broker_conn_io(const broker_conn *c)
+{
+    return c->io;
+}
+
+const broker_principal *broker_conn_principal(const broker_conn *c)
+{
+    return &c->who;
+}
+
+/* ---- timers ----------------------------------------------------------- */
+
+uint64_t broker_tick(broker *b, uint64_t now_ms)
+{
+    timer *t;
+    while ((t = timer_pop_due(&b->timers, now_ms))) {
+        switch (t->kind) {
+        case TIMER_CONNECT:
+            conn_close(b, t->owner, 0, NULL);
+            broker_log(b, BROKER_EV_REFUSED_CONNECT, &((broker_conn *)t->owner)->who,
+                       "no CONNECT within %u ms", (unsigned)b->lim.connect_timeout_ms);
+            break;
+        case TIMER_KEEPALIVE: {
+            broker_conn *c = t->owner;
+            uint64_t due = c->last_rx + (uint64_t)c->keep_alive * 1500u;
+            if (due > now_ms)
+                (void)timer_arm(&b->timers, &c->timer, due);
+            else
+                conn_close(b, c, 0x8D, "keep alive timeout");
+            break;
+        }
+        case TIMER_SESSION:
+            session_timer_fired(b, t->owner, now_ms);
+            break;
+        default:
+            break;
+        }
+    }
+    return timer_next(&b->timers);
+}
+
+/* ---- registry changes, shutdown, stats -------------------------------- */
+
+void broker_reauthorize(broker *b,
+                        bool (*still_active)(void *ctx, const broker_principal *who, void *io),
+                        void *ctx, uint64_t now_ms)
+{
+    (void)now_ms;
+    for (broker_conn *c = b->conns; c; c = c->next) {
+        if (c->state == CONN_CLOSING)
+            continue;
+        if (!still_active(ctx, &c->who, c->io)) {
+            broker_log(b, BROKER_EV_DISCONNECTED, &c->who,
+                       "identity revoked or disabled: connection closed");
+            conn_close(b, c, 0x98, NULL);
+        }
+    }
+    size_t bucket = 0;
+    hmap_entry *it = NULL, *e;
+    while ((e = hmap_next(&b->sessions, &bucket, &it))) {
+        session *s = e->value;
+        policy_set *fresh = b->cfg.policies_for ? b->cfg.policies_for(b->cfg.policies_ctx, &s->who)
+                                                : NULL;
+        if (!fresh && policy_set_deny_all(&fresh) != POLICY_OK)
+            fresh = NULL;
+        policy_set_free(s->policies);
+        s->policies = fresh;
+        session_recheck_subs(b, s);
+    }
+}
+
+void broker_shutdown(broker *b, uint64_t now_ms)
+{
+    (void)now_ms;
+    /* Wills are published as the connections go: the server closing without
+     * the client's DISCONNECT is one of the cases the spec names (3.1.2.5). */
+    for (broker_conn *c = b->conns; c; c = c->next)
+        conn_close(b, c, 0x8B, NULL);
+}
+
+void broker_get_stats(const broker *b, broker_stats *out)
+{
+    *out = b->stats;
+    out->sessions = b->sessions.count;
+    out->retained = tree_count(b->retained);
+}

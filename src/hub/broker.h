@@ -1,0 +1,158 @@
+/*
+ * broker.h — the hub's MQTT logic: sessions, QoS flows, routing, retained
+ * messages and wills, as a pure state machine.
+ *
+ * The broker never touches a socket, a clock, or a file. The server (I/O)
+ * gives it authenticated connections and the bytes they send, the time, and
+ * a store to make state durable; the broker answers with bytes to send per
+ * connection and connections to close. So every MQTT rule is testable by
+ * feeding bytes, and the server stays a thin loop:
+ *
+ *     per readable connection:  broker_input(b, conn, bytes, n, now)
+ *     end of the loop pass:     broker_commit(b)      (group commit)
+ *                               for each conn in broker_dirty(): send output
+ *                               for each conn in broker_closing(): close it
+ *     on a timer:               broker_tick(b, now) returns the next deadline
+ *
+ * Nothing a pass produced may leave the hub before broker_commit returned:
+ * that is what makes "acknowledged" mean "durable".
+ *
+ * One broker per worker thread; it is not thread-safe.
+ */
+#ifndef MOAT_HUB_BROKER_H
+#define MOAT_HUB_BROKER_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "buf.h"
+#include "codec.h"
+#include "policy.h"
+
+typedef struct broker broker;
+typedef struct broker_conn broker_conn;
+
+typedef enum broker_kind { BROKER_DEVICE = 1, BROKER_SERVICE = 2 } broker_kind;
+
+/* Who is on the other end, as the server established it from the verified
+ * certificate and the registry. Never from anything the client sends. */
+typedef struct broker_principal {
+    broker_kind kind;
+    char id[64]; /* device id or service name, NUL-terminated */
+} broker_principal;
+
+/* Limits from the config ([limits]); broker_limits_default() gives the
+ * documented defaults. */
+typedef struct broker_limits {
+    size_t max_packet_size;          /* largest packet accepted from a client */
+    size_t max_packet_before_connect; /* largest first packet (unauthenticated) */
+    size_t max_topic_length;
+    size_t max_topic_levels;
+    size_t max_subscriptions;        /* per session */
+    uint16_t max_inflight;           /* receive maximum announced to clients */
+    size_t max_queued;               /* messages queued per session */
+    size_t max_output;               /* bytes buffered for a slow reader */
+    uint16_t max_keep_alive;         /* seconds; larger requests are lowered */
+    uint32_t max_session_expiry;     /* seconds */
+    uint32_t max_publish_rate;       /* messages per second per device; 0: none */
+    uint16_t topic_alias_maximum;    /* aliases a client may use toward us */
+    uint32_t connect_timeout_ms;     /* from connection to CONNECT */
+} broker_limits;
+
+void broker_limits_default(broker_limits *limits);
+
+/* Events the broker reports (for logs, metrics, alerts). */
+typedef enum broker_event {
+    BROKER_EV_CONNECTED,
+    BROKER_EV_DISCONNECTED,
+    BROKER_EV_REFUSED_CONNECT,   /* CONNECT refused: detail says why */
+    BROKER_EV_REFUSED_PUBLISH,   /* policy or limit */
+    BROKER_EV_REFUSED_SUBSCRIBE,
+    BROKER_EV_PROTOCOL_ERROR,    /* connection closed for a protocol violation */
+    BROKER_EV_DROPPED,           /* a message dropped (queue full, expired) */
+    BROKER_EV_STORE_FAILED
+} broker_event;
+
+typedef void (*broker_log_fn)(void *ctx, broker_event ev, const broker_principal *who,
+                              const char *detail);
+
+typedef struct broker_store broker_store; /* store.h */
+
+typedef struct broker_config {
+    broker_limits limits;
+    broker_store *store;                 /* NULL: nothing durable (tests) */
+    broker_log_fn log;                   /* may be NULL */
+    void *log_ctx;
+    /* The policies of a principal, built by the server from the registry.
+     * Called at CONNECT; NULL result means deny-all. The broker owns it. */
+    policy_set *(*policies_for)(void *ctx, const broker_principal *who);
+    void *policies_ctx;
+} broker_config;
+
+/* NULL when out of memory or when the store cannot be loaded. */
+broker *broker_new(const broker_config *config, uint64_t now_ms);
+void broker_free(broker *b);
+
+/* A new authenticated connection; io is the server's handle for it. */
+broker_conn *broker_conn_open(broker *b, const broker_principal *who, void *io, uint64_t now_ms);
+
+/* Bytes received on the connection. The broker buffers partial packets (up to
+ * the packet size limit) and handles every complete one. */
+void broker_input(broker *b, broker_conn *c, const uint8_t *data, size_t len, uint64_t now_ms);
+
+/* The socket is gone (peer closed, error, or the server closed it). Publishes
+ * the will unless the client disconnected cleanly. The conn is freed. */
+void broker_conn_gone(broker *b, broker_conn *c, uint64_t now_ms);
+
+/* Make this pass durable (one store transaction). Returns false when the
+ * store failed; the connections whose effects were lost are then closed
+ * without sending what they were owed. */
+bool broker_commit(broker *b);
+
+/* Connections with output to send; broker_output gives their bytes. Each call
+ * of broker_dirty hands out the list once (it is cleared). */
+size_t broker_dirty(broker *b, broker_conn ***list);
+buf *broker_output(broker_conn *c);
+
+/* After some of a conn's output was sent (the server consumed it from the
+ * buffer): lets the broker send more queued messages. */
+void broker_output_drained(broker *b, broker_conn *c, uint64_t now_ms);
+
+/* Connections the broker wants closed (after their output is sent). */
+size_t broker_closing(broker *b, broker_conn ***list);
+
+/* The server's handle given at broker_conn_open. */
+void *broker_conn_io(const broker_conn *c);
+const broker_principal *broker_conn_principal(const broker_conn *c);
+
+/* Timers: keep-alive, will delay, session and message expiry. Returns the
+ * time of the next deadline (ms), or UINT64_MAX when there is none. */
+uint64_t broker_tick(broker *b, uint64_t now_ms);
+
+/* The registry changed: close connections for which still_active returns
+ * false, rebuild every live session's policies and drop subscriptions that
+ * are no longer allowed. */
+void broker_reauthorize(broker *b, bool (*still_active)(void *ctx, const broker_principal *who,
+                                                        void *io),
+                        void *ctx, uint64_t now_ms);
+
+/* Close every connection (MQTT 5 clients get DISCONNECT 0x8B server shutting
+ * down), for a clean stop. */
+void broker_shutdown(broker *b, uint64_t now_ms);
+
+/* Counters for metrics and tests. */
+typedef struct broker_stats {
+    uint64_t connections;      /* live */
+    uint64_t sessions;         /* live and offline */
+    uint64_t subscriptions;
+    uint64_t retained;
+    uint64_t msgs_in;
+    uint64_t msgs_out;
+    uint64_t dropped;
+    uint64_t refused;
+} broker_stats;
+
+void broker_get_stats(const broker *b, broker_stats *out);
+
+#endif /* MOAT_HUB_BROKER_H */

@@ -1,0 +1,263 @@
+/*
+ * broker_int.h — the broker's internal structures, shared by its files:
+ * broker.c (connections, framing, dispatch, commit), session.c (CONNECT,
+ * takeover, wills, expiry), publish.c (inbound QoS flows, routing, outbound
+ * window), subscribe.c (SUBSCRIBE/UNSUBSCRIBE, retained), timers.c (a heap of
+ * deadlines), msg.c (shared messages). Not for use outside src/hub.
+ */
+#ifndef MOAT_HUB_BROKER_INT_H
+#define MOAT_HUB_BROKER_INT_H
+
+#include "broker.h"
+#include "hmap.h"
+#include "store.h"
+#include "tree.h"
+
+/* ---- messages ----------------------------------------------------------- */
+
+/* One published message, shared by every queue and retained slot that holds
+ * it: the payload is never copied per subscriber. */
+typedef struct msg {
+    uint32_t refs;
+    uint32_t durable_refs; /* store rows that point at it (queues, retained) */
+    uint64_t store_id;     /* 0 until written to the store */
+    uint64_t expires_at;   /* ms; 0 = never */
+    uint8_t qos;
+    bool retain;
+    codec_bytes topic;
+    codec_bytes payload;
+    codec_bytes props;     /* the publisher's MQTT 5 property block, as sent */
+    codec_bytes origin;    /* publisher's client id (for no-local) */
+    uint8_t data[];
+} msg;
+
+msg *msg_new(codec_bytes topic, codec_bytes payload, codec_bytes props, codec_bytes origin,
+             uint8_t qos, bool retain, uint64_t expires_at);
+msg *msg_ref(msg *m);
+void msg_unref(msg *m);
+
+/* ---- timers ------------------------------------------------------------- */
+
+typedef enum timer_kind {
+    TIMER_NONE,
+    TIMER_CONNECT,     /* conn: CONNECT must arrive */
+    TIMER_KEEPALIVE,   /* conn: 1.5 x keep alive without a packet */
+    TIMER_SESSION,     /* session: expiry or will delay while offline */
+} timer_kind;
+
+typedef struct timer {
+    uint64_t at;
+    size_t index;      /* position in the heap, SIZE_MAX when not armed */
+    timer_kind kind;
+    void *owner;
+} timer;
+
+typedef struct timer_heap {
+    timer **items;
+    size_t len, cap;
+} timer_heap;
+
+void timer_init(timer *t, timer_kind kind, void *owner);
+bool timer_arm(timer_heap *h, timer *t, uint64_t at);
+void timer_disarm(timer_heap *h, timer *t);
+/* The earliest timer due at or before now, removed from the heap; NULL if none. */
+timer *timer_pop_due(timer_heap *h, uint64_t now);
+uint64_t timer_next(const timer_heap *h);
+void timer_heap_free(timer_heap *h);
+
+/* ---- subscriptions ------------------------------------------------------ */
+
+typedef struct session session;
+
+typedef struct sub {
+    session *s;
+    uint8_t *filter_mem;   /* owned copy of the full filter */
+    codec_bytes filter;    /* as subscribed, with any $share/NAME/ prefix */
+    codec_bytes share;     /* share name, empty for a plain subscription */
+    codec_bytes inner;     /* the filter that is matched */
+    uint8_t qos;
+    bool no_local;
+    bool retain_as_published;
+    uint8_t retain_handling;
+    uint32_t sub_id;       /* 0 = none */
+    struct sub *next;      /* in its tree node's list */
+} sub;
+
+/* Value of a node in the plain tree: subscriptions in this filter.
+ * Value of a node in the shared tree: share groups on this inner filter. */
+typedef struct share_group {
+    uint8_t *name_mem;
+    codec_bytes name;
+    sub *members;          /* list through sub.next */
+    size_t next_pick;      /* round robin */
+    struct share_group *next;
+} share_group;
+
+/* ---- sessions ----------------------------------------------------------- */
+
+typedef enum delivery_state {
+    DELIVERY_QUEUED,       /* not sent yet */
+    DELIVERY_SENT,         /* QoS 1/2 PUBLISH sent, waiting for PUBACK/PUBREC */
+    DELIVERY_RELEASED,     /* QoS 2: PUBREL sent, waiting for PUBCOMP */
+} delivery_state;
+
+#define DELIVERY_MAX_SUB_IDS 4
+
+/* A message on its way to one session. */
+typedef struct delivery {
+    msg *m;
+    uint64_t seq;          /* per-session order; store key */
+    uint8_t qos;
+    bool retain;
+    uint8_t state;         /* delivery_state */
+    bool stored;
+    uint16_t packet_id;
+    uint8_t nsub_ids;
+    uint32_t sub_ids[DELIVERY_MAX_SUB_IDS];
+    struct delivery *next;
+} delivery;
+
+typedef struct alias_entry {
+    uint8_t *topic;
+    size_t len;
+} alias_entry;
+
+struct session {
+    uint8_t *client_id_mem;
+    codec_bytes client_id;
+    broker_principal who;
+    broker_conn *conn;     /* NULL while offline */
+    uint8_t version;
+    bool persistent;       /* kept after disconnect (and in the store) */
+    bool stored;           /* has a row in the store */
+    uint32_t expiry_interval; /* seconds; UINT32_MAX never */
+    timer timer;           /* TIMER_SESSION */
+    uint64_t will_at;      /* 0 when no will is pending */
+    uint64_t expires_at;   /* 0 when online or never */
+
+    sub **subs;
+    size_t nsubs, subs_cap;
+
+    delivery *queue_head, *queue_tail; /* every delivery, in order */
+    size_t queued;         /* deliveries in the list */
+    size_t inflight;       /* SENT or RELEASED */
+    uint64_t next_seq;
+    uint16_t next_packet_id;
+
+    uint16_t *qos2_in;     /* packet ids of QoS 2 PUBLISHes awaiting PUBREL */
+    size_t nqos2_in, qos2_in_cap;
+
+    policy_set *policies;
+
+    msg *will;
+    uint32_t will_delay;
+
+    /* What the client told us in CONNECT. */
+    uint16_t client_receive_max;
+    uint32_t client_max_packet;   /* 0 = protocol maximum */
+    uint16_t client_alias_max;
+
+    /* Topic aliases the client set toward us, indexed by alias
+     * (limits.topic_alias_maximum + 1 entries, made on first use). */
+    alias_entry *alias_in;
+    /* Aliases we set toward the client: entry i is alias i + 1. */
+    alias_entry *alias_out;
+    uint16_t alias_out_used;
+
+    uint64_t route_epoch;  /* last routing pass that reached this session */
+    delivery *route_delivery;
+
+    double rate_tokens;    /* publish rate limit (token bucket) */
+    uint64_t rate_at;
+};
+
+/* ---- connections -------------------------------------------------------- */
+
+typedef enum conn_state { CONN_NEW, CONN_ACTIVE, CONN_CLOSING } conn_state;
+
+struct broker_conn {
+    broker *b;
+    void *io;
+    broker_principal who;
+    conn_state state;
+    uint8_t version;
+    buf in;
+    buf out;
+    session *s;
+    timer timer;           /* TIMER_CONNECT, then TIMER_KEEPALIVE */
+    uint16_t keep_alive;   /* seconds, as granted */
+    uint64_t last_rx;
+    bool clean_disconnect; /* DISCONNECT without will */
+    bool dirty;            /* in b->dirty */
+    bool closing_listed;   /* in b->closing */
+    bool durable;          /* this pass wrote the store on its behalf */
+    struct broker_conn *prev, *next;
+};
+
+/* ---- the broker --------------------------------------------------------- */
+
+struct broker {
+    broker_config cfg;
+    broker_limits lim;
+    hmap sessions;         /* client id -> session */
+    tree *subs;            /* plain subscriptions */
+    tree *shared;          /* shared subscriptions, by inner filter */
+    tree *retained;        /* topic -> msg */
+    timer_heap timers;
+    broker_conn *conns;    /* all live connections */
+    broker_conn **dirty;
+    size_t ndirty, dirty_cap;
+    broker_conn **closing;
+    size_t nclosing, closing_cap;
+    broker_conn **handed_dirty; /* the list broker_dirty handed out last */
+    size_t handed_dirty_cap;
+    broker_conn **handed_closing;
+    size_t handed_closing_cap;
+    bool freeing;          /* broker_free: change memory only, not the store */
+    bool in_txn;
+    bool store_failed;
+    uint64_t route_epoch;
+    bool route_matched;    /* the last route() found a subscription */
+    session **touched;     /* sessions reached by the current route() */
+    size_t ntouched, touched_cap;
+    uint64_t last_msg_id;  /* store ids are last_msg_id + 1, + 2, ... */
+    broker_stats stats;
+};
+
+/* broker.c */
+void conn_mark_dirty(broker *b, broker_conn *c);
+void conn_close(broker *b, broker_conn *c, uint8_t reason, const char *why);
+bool conn_send(broker *b, broker_conn *c, const uint8_t *bytes, size_t len);
+void broker_log(broker *b, broker_event ev, const broker_principal *who, const char *fmt, ...)
+    __attribute__((format(printf, 4, 5)));
+/* Start the pass's store transaction if needed; false when the store failed. */
+bool store_touch(broker *b, broker_conn *c);
+
+/* session.c */
+void handle_connect(broker *b, broker_conn *c, const codec_connect *p, uint64_t now);
+void handle_disconnect(broker *b, broker_conn *c, const codec_disconnect *p);
+void session_detach(broker *b, session *s, uint64_t now);
+void session_destroy(broker *b, session *s);
+void session_timer_fired(broker *b, session *s, uint64_t now);
+void publish_will(broker *b, session *s, uint64_t now);
+session *session_restore(broker *b, const store_session_row *row);
+
+/* publish.c */
+void handle_publish(broker *b, broker_conn *c, const codec_publish *p, uint64_t now);
+void handle_ack(broker *b, broker_conn *c, uint8_t type, const codec_ack *p, uint64_t now);
+void route(broker *b, msg *m, uint64_t now);
+void session_enqueue(broker *b, session *s, msg *m, uint8_t qos, bool retain,
+                     const uint32_t *sub_ids, size_t nsub_ids, uint64_t now);
+void session_pump(broker *b, session *s, uint64_t now);
+void session_resend(broker *b, session *s, uint64_t now);
+void delivery_free(broker *b, session *s, delivery *d, bool from_store);
+void retain_set(broker *b, msg *m);
+
+/* subscribe.c */
+void handle_subscribe(broker *b, broker_conn *c, const codec_subscribe *p, uint64_t now);
+void handle_unsubscribe(broker *b, broker_conn *c, const codec_unsubscribe *p);
+void sub_remove(broker *b, sub *x, bool from_store);
+bool sub_restore(broker *b, session *s, codec_bytes filter, uint8_t options, uint32_t sub_id);
+void session_recheck_subs(broker *b, session *s);
+
+#endif /* MOAT_HUB_BROKER_INT_H */

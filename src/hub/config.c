@@ -1,0 +1,219 @@
+/*
+ * config.c — load moatd.conf with inih over the defaults (see config.h).
+ *
+ * Numbers are parsed with strtoull and checked for trailing text, overflow
+ * and their allowed range; never with atoi.
+ */
+#include "config.h"
+
+#include <errno.h>
+#include <ini.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+void hub_config_defaults(hub_config *c, const char *data_dir)
+{
+    memset(c, 0, sizeof(*c));
+    snprintf(c->data_dir, sizeof(c->data_dir), "%s", data_dir);
+    snprintf(c->listen_host, sizeof(c->listen_host), "127.0.0.1");
+    c->listen_port = 8883;
+    c->workers = 0;
+    c->tls_min_version = 13;
+    snprintf(c->ca_file, sizeof(c->ca_file), "%s/ca.crt", data_dir);
+    snprintf(c->cert_file, sizeof(c->cert_file), "%s/server.crt", data_dir);
+    snprintf(c->key_file, sizeof(c->key_file), "%s/server.key", data_dir);
+    broker_limits_default(&c->limits);
+    c->max_connections = 100000;
+    c->max_connections_per_ip = 1000;
+    c->handshakes_per_second_per_ip = 50;
+    c->handshake_timeout_s = 10;
+    c->registry_poll_ms = 250;
+}
+
+static bool parse_uint(const char *s, unsigned long long min, unsigned long long max,
+                       unsigned long long *out)
+{
+    if (*s == '\0' || *s == '-' || *s == '+')
+        return false;
+    errno = 0;
+    char *end;
+    unsigned long long v = strtoull(s, &end, 10);
+    if (errno || *end != '\0' || v < min || v > max)
+        return false;
+    *out = v;
+    return true;
+}
+
+bool hub_config_parse_listen(const char *value, char *host, size_t hostlen, uint16_t *port)
+{
+    const char *colon;
+    const char *h = value;
+    size_t hlen;
+    if (value[0] == '[') {
+        const char *close = strchr(value, ']');
+        if (!close || close[1] != ':')
+            return false;
+        h = value + 1;
+        hlen = (size_t)(close - h);
+        colon = close + 1;
+    } else {
+        colon = strrchr(value, ':');
+        if (!colon)
+            return false;
+        hlen = (size_t)(colon - value);
+    }
+    unsigned long long p;
+    if (hlen == 0 || hlen >= hostlen || !parse_uint(colon + 1, 1, 65535, &p))
+        return false;
+    memcpy(host, h, hlen);
+    host[hlen] = '\0';
+    *port = (uint16_t)p;
+    return true;
+}
+
+typedef struct load_state {
+    hub_config *c;
+    char *err;
+    size_t errlen;
+} load_state;
+
+static bool set_path(load_state *st, char *dst, const char *value)
+{
+    int n = value[0] == '/' ? snprintf(dst, CONFIG_PATH_MAX, "%s", value)
+                            : snprintf(dst, CONFIG_PATH_MAX, "%s/%s", st->c->data_dir, value);
+    return n > 0 && n < CONFIG_PATH_MAX;
+}
+
+typedef struct num_key {
+    const char *name;
+    unsigned long long min, max;
+    size_t offset;
+    size_t size;
+} num_key;
+
+#define LIM(field) offsetof(hub_config, limits.field), sizeof(((broker_limits *)0)->field)
+#define TOP(field) offsetof(hub_config, field), sizeof(((hub_config *)0)->field)
+
+static const num_key limit_keys[] = {
+    {"max_packet_size", 64, 268435460ull, LIM(max_packet_size)},
+    {"max_packet_before_connect", 64, 1048576, LIM(max_packet_before_connect)},
+    {"max_topic_length", 1, 65535, LIM(max_topic_length)},
+    {"max_topic_levels", 1, 32768, LIM(max_topic_levels)},
+    {"max_subscriptions", 1, 1000000, LIM(max_subscriptions)},
+    {"max_inflight", 1, 65535, LIM(max_inflight)},
+    {"max_queued", 0, 100000000, LIM(max_queued)},
+    {"max_output_buffer", 4096, 1ull << 32, LIM(max_output)},
+    {"max_keep_alive", 1, 65535, LIM(max_keep_alive)},
+    {"max_session_expiry", 0, 4294967295ull, LIM(max_session_expiry)},
+    {"max_publish_rate", 0, 100000000, LIM(max_publish_rate)},
+    {"topic_alias_maximum", 0, 65535, LIM(topic_alias_maximum)},
+    {"max_connections", 1, 10000000, TOP(max_connections)},
+    {"max_connections_per_ip", 1, 10000000, TOP(max_connections_per_ip)},
+    {"handshakes_per_second_per_ip", 1, 1000000, TOP(handshakes_per_second_per_ip)},
+    {"handshake_timeout", 1, 3600, TOP(handshake_timeout_s)},
+    {"registry_poll_ms", 10, 60000, TOP(registry_poll_ms)},
+};
+
+static bool store_num(hub_config *c, const num_key *k, unsigned long long v)
+{
+    uint8_t *at = (uint8_t *)c + k->offset;
+    switch (k->size) {
+    case 2: { uint16_t x = (uint16_t)v; memcpy(at, &x, 2); return v <= UINT16_MAX; }
+    case 4: { uint32_t x = (uint32_t)v; memcpy(at, &x, 4); return v <= UINT32_MAX; }
+    case 8: { uint64_t x = v; memcpy(at, &x, 8); return true; }
+    default: return false;
+    }
+}
+
+static int on_entry(void *user, const char *section, const char *name, const char *value)
+{
+    load_state *st = user;
+    hub_config *c = st->c;
+    unsigned long long v;
+    if (!strcmp(section, "hub")) {
+        if (!strcmp(name, "listen")) {
+            if (!hub_config_parse_listen(value, c->listen_host, sizeof(c->listen_host),
+                                         &c->listen_port))
+                goto bad;
+            return 1;
+        }
+        if (!strcmp(name, "workers")) {
+            if (!parse_uint(value, 0, 1024, &v))
+                goto bad;
+            c->workers = (unsigned)v;
+            return 1;
+        }
+        if (!strcmp(name, "log_format")) {
+            if (strcmp(value, "text") && strcmp(value, "json"))
+                goto bad;
+            c->log_json = !strcmp(value, "json");
+            return 1;
+        }
+    } else if (!strcmp(section, "tls")) {
+        if (!strcmp(name, "min_version")) {
+            if (!strcmp(value, "1.3"))
+                c->tls_min_version = 13;
+            else if (!strcmp(value, "1.2"))
+                c->tls_min_version = 12;
+            else
+                goto bad;
+            return 1;
+        }
+        if (!strcmp(name, "ca"))
+            return set_path(st, c->ca_file, value) ? 1 : (snprintf(st->err, st->errlen, "[tls] ca: path too long"), 0);
+        if (!strcmp(name, "cert"))
+            return set_path(st, c->cert_file, value) ? 1 : (snprintf(st->err, st->errlen, "[tls] cert: path too long"), 0);
+        if (!strcmp(name, "key"))
+            return set_path(st, c->key_file, value) ? 1 : (snprintf(st->err, st->errlen, "[tls] key: path too long"), 0);
+    } else if (!strcmp(section, "limits")) {
+        for (size_t i = 0; i < sizeof(limit_keys) / sizeof(limit_keys[0]); i++) {
+            const num_key *k = &limit_keys[i];
+            if (strcmp(name, k->name))
+                continue;
+            if (!parse_uint(value, k->min, k->max, &v) || !store_num(c, k, v)) {
+                snprintf(st->err, st->errlen, "[limits] %s: '%s' is not a number from %llu to %llu",
+                         name, value, k->min, k->max);
+                return 0;
+            }
+            if (!strcmp(name, "connect_timeout"))
+                c->limits.connect_timeout_ms = (uint32_t)v * 1000u;
+            return 1;
+        }
+        if (!strcmp(name, "connect_timeout")) {
+            if (!parse_uint(value, 1, 3600, &v))
+                goto bad;
+            c->limits.connect_timeout_ms = (uint32_t)v * 1000u;
+            return 1;
+        }
+    }
+    snprintf(st->err, st->errlen, "unknown setting [%s] %s", section, name);
+    return 0;
+bad:
+    snprintf(st->err, st->errlen, "[%s] %s: invalid value '%s'", section, name, value);
+    return 0;
+}
+
+bool hub_config_load(hub_config *c, const char *path, char *err, size_t errlen)
+{
+    load_state st = {c, err, errlen};
+    err[0] = '\0';
+    int rc = ini_parse(path, on_entry, &st);
+    if (rc == -1) {
+        snprintf(err, errlen, "%s: cannot open: %s", path, strerror(errno));
+        return false;
+    }
+    if (rc == -2) {
+        snprintf(err, errlen, "%s: out of memory", path);
+        return false;
+    }
+    if (rc > 0) {
+        char what[512];
+        snprintf(what, sizeof(what), "%s", err[0] ? err : "syntax error");
+        snprintf(err, errlen, "%s:%d: %s", path, rc, what);
+        return false;
+    }
+    if (c->limits.max_packet_before_connect > c->limits.max_packet_size)
+        c->limits.max_packet_before_connect = c->limits.max_packet_size;
+    return true;
+}

@@ -1,0 +1,704 @@
+/*
+ * publish.c — messages in, messages out.
+ *
+ * Inbound: topic aliases, limits, the publish policy, the device's rate,
+ * QoS 2 de-duplication, retained messages, then routing. Outbound: each
+ * session has one ordered queue of deliveries; the head of it is sent as the
+ * client's receive maximum and the connection's output buffer allow, with
+ * outbound topic aliases when the client accepts them.
+ *
+ * Refusals: an MQTT 5 client gets the reason code in its PUBACK/PUBREC (or a
+ * DISCONNECT when the spec has no other way); an MQTT 3.1.1 client has no
+ * way to learn of a refusal, and acknowledging a message that was dropped
+ * would be a lie, so its connection is closed ([MQTT-3.3.5-2] allows either).
+ */
+#include <stdlib.h>
+#include <string.h>
+
+#include "broker_int.h"
+
+/* Stop filling a connection's output past this; resume when it drains. */
+#define OUTPUT_HIGH_WATER (256u * 1024u)
+
+static void send_ack(broker *b, broker_conn *c, uint8_t type, uint16_t packet_id,
+                     uint8_t reason)
+{
+    codec_ack a = {.packet_id = packet_id, .reason = c->version == CODEC_V5 ? reason : 0};
+    uint8_t pkt[8];
+    size_t n;
+    if (codec_encode_ack(type, &a, c->version, pkt, sizeof(pkt), &n) == CODEC_OK)
+        (void)conn_send(b, c, pkt, n);
+}
+
+/* Refuse one inbound PUBLISH (see the file comment). */
+static void refuse_publish(broker *b, broker_conn *c, const codec_publish *p, uint8_t reason,
+                           const char *why)
+{
+    broker_log(b, BROKER_EV_REFUSED_PUBLISH, &c->who, "PUBLISH to '%.*s' refused: %s",
+               (int)(p->topic.len > 128 ? 128 : p->topic.len), (const char *)p->topic.ptr, why);
+    b->stats.refused++;
+    if (c->version != CODEC_V5) {
+        conn_close(b, c, 0, NULL);
+        return;
+    }
+    if (p->qos > 0)
+        send_ack(b, c, p->qos == 1 ? CODEC_PUBACK : CODEC_PUBREC, p->packet_id, reason);
+}
+
+static bool qos2_in_has(const session *s, uint16_t id, size_t *at)
+{
+    for (size_t i = 0; i < s->nqos2_in; i++) {
+        if (s->qos2_in[i] == id) {
+            if (at)
+                *at = i;
+            return true;
+        }
+    }
+    return false;
+}
+
+static bool qos2_in_add(broker *b, session *s, uint16_t id)
+{
+    if (s->nqos2_in == s->qos2_in_cap) {
+        size_t n = s->qos2_in_cap ? s->qos2_in_cap * 2 : 8;
+        uint16_t *a = realloc(s->qos2_in, n * sizeof(*a));
+        if (!a)
+            return false;
+        s->qos2_in = a;
+        s->qos2_in_cap = n;
+    }
+    s->qos2_in[s->nqos2_in++] = id;
+    if (s->persistent && store_touch(b, s->conn)) {
+        broker_store *st = b->cfg.store;
+        if (!st->qos2_put(st->ctx, s->client_id, id))
+            b->store_failed = true;
+    }
+    return true;
+}
+
+/* Resolve an MQTT 5 topic alias (3.3.2.3.4). Returns false after closing. */
+static bool resolve_alias(broker *b, broker_conn *c, codec_publish *p)
+{
+    session *s = c->s;
+    if (!CODEC_HAS(&p->props, CODEC_PROP_TOPIC_ALIAS))
+        return true;
+    uint16_t alias = p->props.topic_alias;
+    if (alias > b->lim.topic_alias_maximum) {
+        conn_close(b, c, 0x94, "topic alias above the maximum");
+        return false;
+    }
+    if (!s->alias_in) {
+        s->alias_in = calloc((size_t)b->lim.topic_alias_maximum + 1, sizeof(alias_entry));
+        if (!s->alias_in) {
+            conn_close(b, c, 0x83, "out of memory");
+            return false;
+        }
+    }
+    alias_entry *e = &s->alias_in[alias];
+    if (p->topic.len == 0) {
+        if (!e->topic) {
+            conn_close(b, c, 0x82, "unknown topic alias");
+            return false;
+        }
+        p->topic = (codec_bytes){e->topic, e->len};
+        return true;
+    }
+    uint8_t *copy = malloc(p->topic.len);
+    if (!copy) {
+        conn_close(b, c, 0x83, "out of memory");
+        return false;
+    }
+    memcpy(copy, p->topic.ptr, p->topic.len);
+    free(e->topic);
+    e->topic = copy;
+    e->len = p->topic.len;
+    return true;
+}
+
+/* Token bucket: max_publish_rate per second with the same burst. */
+static bool rate_ok(broker *b, session *s, uint64_t now)
+{
+    uint32_t rate = b->lim.max_publish_rate;
+    if (rate == 0 || s->who.kind != BROKER_DEVICE)
+        return true;
+    if (s->rate_at == 0) {
+        s->rate_tokens = rate;
+    } else if (now > s->rate_at) {
+        s->rate_tokens += (double)(now - s->rate_at) * rate / 1000.0;
+        if (s->rate_tokens > rate)
+            s->rate_tokens = rate;
+    }
+    s->rate_at = now;
+    if (s->rate_tokens < 1.0)
+        return false;
+    s->rate_tokens -= 1.0;
+    return true;
+}
+
+/* The properties that travel with a message to its subscribers. */
+static bool forward_props(const codec_publish *p, uint8_t *block, size_t cap, size_t *len)
+{
+    *len = 0;
+    if (p->props.raw.len == 0)
+        return true;
+    codec_props fwd = p->props;
+    fwd.present &= (1ull << CODEC_PROP_PAYLOAD_FORMAT) | (1ull << CODEC_PROP_CONTENT_TYPE) |
+                   (1ull << CODEC_PROP_RESPONSE_TOPIC) | (1ull << CODEC_PROP_CORRELATION_DATA);
+    return codec_props_encode(&fwd, CODEC_CTX_PUBLISH, block, cap, len) == CODEC_OK;
+}
+
+void handle_publish(broker *b, broker_conn *c, const codec_publish *in, uint64_t now)
+{
+    session *s = c->s;
+    codec_publish p = *in;
+    if (!s)
+        return;
+    if (!resolve_alias(b, c, &p))
+        return;
+    if (p.topic.len > b->lim.max_topic_length ||
+        codec_topic_levels(p.topic) > b->lim.max_topic_levels) {
+        refuse_publish(b, c, &p, 0x90, "topic longer or deeper than the limit");
+        return;
+    }
+    if (!policy_may_publish(s->policies, p.topic)) {
+        refuse_publish(b, c, &p, 0x87, "not authorized by policy");
+        return;
+    }
+    if (!rate_ok(b, s, now)) {
+        broker_log(b, BROKER_EV_REFUSED_PUBLISH, &c->who, "publish rate above %u/s",
+                   (unsigned)b->lim.max_publish_rate);
+        b->stats.refused++;
+        conn_close(b, c, 0x96, "message rate too high");
+        return;
+    }
+    if (CODEC_HAS(&p.props, CODEC_PROP_PAYLOAD_FORMAT) && p.props.payload_format == 1 &&
+        !codec_utf8_valid(p.payload)) {
+        refuse_publish(b, c, &p, 0x99, "payload is not the UTF-8 its format indicator says");
+        return;
+    }
+    if (p.qos == 2) {
+        if (qos2_in_has(s, p.packet_id, NULL)) {
+            /* A resend of a message already taken: acknowledge, do not route. */
+            send_ack(b, c, CODEC_PUBREC, p.packet_id, 0);
+            return;
+        }
+        if (s->nqos2_in >= b->lim.max_inflight) {
+            conn_close(b, c, 0x93, "receive maximum exceeded");
+            return;
+        }
+    }
+
+    uint8_t block[8192];
+    size_t block_len;
+    if (!forward_props(&p, block, sizeof(block), &block_len)) {
+        refuse_publish(b, c, &p, 0x83, "properties too large to forward");
+        return;
+    }
+    uint64_t expires = 0;
+    if (CODEC_HAS(&p.props, CODEC_PROP_MESSAGE_EXPIRY))
+        expires = now + (uint64_t)p.props.message_expiry * 1000u;
+    msg *m = msg_new(p.topic, p.payload, (codec_bytes){block, block_len}, s->client_id, p.qos,
+                     p.retain, expires);
+    if (!m) {
+        refuse_publish(b, c, &p, 0x83, "out of memory");
+        return;
+    }
+    b->stats.msgs_in++;
+    if (p.qos == 2 && !qos2_in_add(b, s, p.packet_id)) {
+        msg_unref(m);
+        conn_close(b, c, 0x83, "out of memory");
+        return;
+    }
+    if (p.retain)
+        retain_set(b, m);
+    route(b, m, now);
+    bool delivered = b->route_matched;
+    msg_unref(m);
+
+    uint8_t reason = delivered ? 0x00 : 0x10; /* 0x10: no matching subscribers */
+    if (p.qos == 1)
+        send_ack(b, c, CODEC_PUBACK, p.packet_id, reason);
+    else if (p.qos == 2)
+        send_ack(b, c, CODEC_PUBREC, p.packet_id, reason);
+}
+
+/* ---- retained ----------------------------------------------------------- */
+
+static void msg_release_durable(broker *b, msg *m)
+{
+    if (m->durable_refs == 0 || --m->durable_refs > 0 || !m->store_id)
+        return;
+    if (store_touch(b, NULL)) {
+        broker_store *st = b->cfg.store;
+        if (!st->msg_delete(st->ctx, m->store_id))
+            b->store_failed = true;
+    }
+    m->store_id = 0;
+}
+
+static bool msg_make_durable(broker *b, msg *m, broker_conn *c)
+{
+    if (!store_touch(b, c))
+        return false;
+    broker_store *st = b->cfg.store;
+    if (!m->store_id) {
+        m->store_id = ++b->last_msg_id;
+        store_msg_row row = {m->store_id, m->topic, m->payload, m->props, m->origin,
+                             m->qos, m->retain, m->expires_at};
+        if (!st->msg_put(st->ctx, &row)) {
+            b->store_failed = true;
+            m->store_id = 0;
+            return false;
+        }
+    }
+    m->durable_refs++;
+    return true;
+}
+
+void retain_set(broker *b, msg *m)
+{
+    bool clear = m->payload.len == 0;
+    tree_node *n = tree_get(b->retained, m->topic, !clear);
+    if (!n)
+        return;
+    void **slot = tree_value(n);
+    msg *old = *slot;
+    broker_conn *c = NULL;
+    session *s = hmap_get(&b->sessions, m->origin.ptr, m->origin.len);
+    if (s)
+        c = s->conn;
+    if (old) {
+        msg_release_durable(b, old);
+        msg_unref(old);
+        *slot = NULL;
+    }
+    broker_store *st = b->cfg.store;
+    if (clear) {
+        if (old && store_touch(b, c) && !st->retained_delete(st->ctx, m->topic))
+            b->store_failed = true;
+        tree_prune(b->retained, n);
+        return;
+    }
+    *slot = msg_ref(m);
+    if (msg_make_durable(b, m, c) && !st->retained_put(st->ctx, m->topic, m->store_id))
+        b->store_failed = true;
+}
+
+/* ---- routing ------------------------------------------------------------ */
+
+static void touch_session(broker *b, session *s)
+{
+    if (b->ntouched == b->touched_cap) {
+        size_t n = b->touched_cap ? b->touched_cap * 2 : 64;
+        session **a = realloc(b->touched, n * sizeof(*a));
+        if (!a)
+            return; /* the session is pumped on its next acknowledgement */
+        b->touched = a;
+        b->touched_cap = n;
+    }
+    b->touched[b->ntouched++] = s;
+}
+
+static void deliver_to(broker *b, sub *x, msg *m, uint64_t now)
+{
+    session *s = x->s;
+    b->route_matched = true;
+    if (x->no_local && m->origin.len == s->client_id.len &&
+        memcmp(m->origin.ptr, s->client_id.ptr, m->origin.len) == 0)
+        return;
+    if (!s->policies || !policy_may_receive(s->policies, m->topic))
+        return;
+    uint8_t qos = m->qos < x->qos ? m->qos : x->qos;
+    bool retain = x->retain_as_published && m->retain;
+    if (s->route_epoch == b->route_epoch && s->route_delivery) {
+        /* Several of its subscriptions match: one delivery with all their
+         * identifiers at the highest QoS (3.3.4). */
+        delivery *d = s->route_delivery;
+        if (qos > d->qos)
+            d->qos = qos;
+        d->retain = d->retain || retain;
+        if (x->sub_id && d->nsub_ids < DELIVERY_MAX_SUB_IDS)
+            d->sub_ids[d->nsub_ids++] = x->sub_id;
+        return;
+    }
+    uint32_t ids[1] = {x->sub_id};
+    s->route_epoch = b->route_epoch;
+    s->route_delivery = NULL;
+    session_enqueue(b, s, m, qos, retain, ids, x->sub_id ? 1 : 0, now);
+    touch_session(b, s);
+}
+
+typedef struct route_ctx {
+    broker *b;
+    msg *m;
+    uint64_t now;
+} route_ctx;
+
+static void visit_plain(tree_node *node, void *value, void *ctx)
+{
+    route_ctx *r = ctx;
+    (void)node;
+    for (sub *x = value; x; x = x->next)
+        deliver_to(r->b, x, r->m, r->now);
+}
+
+static void visit_shared(tree_node *node, void *value, void *ctx)
+{
+    route_ctx *r = ctx;
+    (void)node;
+    for (share_group *g = value; g; g = g->next) {
+        /* Round robin over the group, preferring members that are online. */
+        size_t n = 0;
+        for (sub *x = g->members; x; x = x->next)
+            n++;
+        if (n == 0)
+            continue;
+        sub *pick = NULL;
+        for (size_t tries = 0; tries < n && !pick; tries++) {
+            size_t at = g->next_pick++ % n;
+            sub *x = g->members;
+            while (at--)
+                x = x->next;
+            if (x->s->conn)
+                pick = x;
+        }
+        if (!pick)
+            pick = g->members;
+        deliver_to(r->b, pick, r->m, r->now);
+    }
+}
+
+void route(broker *b, msg *m, uint64_t now)
+{
+    route_ctx r = {b, m, now};
+    b->route_epoch++;
+    b->route_matched = false;
+    b->ntouched = 0;
+    tree_match_filters(b->subs, m->topic, visit_plain, &r);
+    tree_match_filters(b->shared, m->topic, visit_shared, &r);
+    /* Merged deliveries are final now; persist and send them. */
+    for (size_t i = 0; i < b->ntouched; i++) {
+        session *s = b->touched[i];
+        delivery *d = s->route_delivery;
+        if (d && d->stored && (d->nsub_ids > 1 || d->qos != d->m->qos)) {
+            /* its row was written before the merge */
+            broker_store *st = b->cfg.store;
+            store_queue_row row = {s->client_id, d->seq, d->m->store_id, d->qos, d->retain,
+                                   (uint8_t)d->state, d->packet_id, d->nsub_ids, {0}};
+            memcpy(row.sub_ids, d->sub_ids, sizeof(row.sub_ids));
+            if (store_touch(b, s->conn) && !st->queue_put(st->ctx, &row))
+                b->store_failed = true;
+        }
+        s->route_delivery = NULL;
+        session_pump(b, s, now);
+    }
+    b->ntouched = 0;
+}
+
+/* ---- session queues ----------------------------------------------------- */
+
+static void queue_row(const session *s, const delivery *d, store_queue_row *row)
+{
+    *row = (store_queue_row){s->client_id, d->seq, d->m->store_id, d->qos, d->retain,
+                             (uint8_t)d->state, d->packet_id, d->nsub_ids, {0}};
+    memcpy(row->sub_ids, d->sub_ids, sizeof(row->sub_ids));
+}
+
+void session_enqueue(broker *b, session *s, msg *m, uint8_t qos, bool retain,
+                     const uint32_t *sub_ids, size_t nsub_ids, uint64_t now)
+{
+    (void)now;
+    if (!s->conn && qos == 0)
+        return; /* QoS 0 is not kept for offline sessions */
+    if (s->queued >= b->lim.max_queued) {
+        b->stats.dropped++;
+        broker_log(b, BROKER_EV_DROPPED, &s->who,
+                   "queue of '%.*s' full (%zu messages): message to '%.*s' dropped",
+                   (int)s->client_id.len, (const char *)s->client_id.ptr, s->queued,
+                   (int)m->topic.len, (const char *)m->topic.ptr);
+        return;
+    }
+    delivery *d = calloc(1, sizeof(*d));
+    if (!d)
+        return;
+    *d = (delivery){.m = msg_ref(m), .seq = s->next_seq++, .qos = qos, .retain = retain};
+    for (size_t i = 0; i < nsub_ids && i < DELIVERY_MAX_SUB_IDS; i++)
+        d->sub_ids[d->nsub_ids++] = sub_ids[i];
+    if (qos > 0 && s->persistent && msg_make_durable(b, m, s->conn)) {
+        broker_store *st = b->cfg.store;
+        store_queue_row row;
+        queue_row(s, d, &row);
+        if (st->queue_put(st->ctx, &row))
+            d->stored = true;
+        else
+            b->store_failed = true;
+        if (!d->stored)
+            msg_release_durable(b, m);
+    }
+    if (s->queue_tail)
+        s->queue_tail->next = d;
+    else
+        s->queue_head = d;
+    s->queue_tail = d;
+    s->queued++;
+    s->route_delivery = d;
+}
+
+void delivery_free(broker *b, session *s, delivery *d, bool delete_row)
+{
+    if (d->stored) {
+        if (delete_row && store_touch(b, s->conn)) {
+            broker_store *st = b->cfg.store;
+            if (!st->queue_delete(st->ctx, s->client_id, d->seq))
+                b->store_failed = true;
+        }
+        msg_release_durable(b, d->m);
+    }
+    if (d->state != DELIVERY_QUEUED)
+        s->inflight--;
+    s->queued--;
+    msg_unref(d->m);
+    free(d);
+}
+
+static void unlink_delivery(session *s, delivery *d)
+{
+    delivery *prev = NULL;
+    for (delivery *x = s->queue_head; x; prev = x, x = x->next) {
+        if (x != d)
+            continue;
+        if (prev)
+            prev->next = d->next;
+        else
+            s->queue_head = d->next;
+        if (s->queue_tail == d)
+            s->queue_tail = prev;
+        return;
+    }
+}
+
+static void remove_delivery(broker *b, session *s, delivery *d)
+{
+    unlink_delivery(s, d);
+    delivery_free(b, s, d, true);
+}
+
+static bool packet_id_in_use(const session *s, uint16_t id)
+{
+    for (const delivery *d = s->queue_head; d; d = d->next)
+        if (d->state != DELIVERY_QUEUED && d->packet_id == id)
+            return true;
+    return false;
+}
+
+static uint16_t next_packet_id(session *s)
+{
+    for (unsigned tries = 0; tries < 65535u; tries++) {
+        uint16_t id = s->next_packet_id++;
+        if (s->next_packet_id == 0)
+            s->next_packet_id = 1;
+        if (id != 0 && !packet_id_in_use(s, id))
+            return id;
+    }
+    return 0;
+}
+
+/* The alias to use toward the client for a topic: existing, new, or 0. */
+static uint16_t alias_for(session *s, codec_bytes topic, bool *is_new)
+{
+    *is_new = false;
+    if (s->client_alias_max == 0)
+        return 0;
+    for (uint16_t i = 0; i < s->alias_out_used; i++)
+        if (s->alias_out[i].len == topic.len && memcmp(s->alias_out[i].topic, topic.ptr, topic.len) == 0)
+            return (uint16_t)(i + 1);
+    if (s->alias_out_used >= s->client_alias_max)
+        return 0;
+    if (!s->alias_out) {
+        s->alias_out = calloc(s->client_alias_max, sizeof(alias_entry));
+        if (!s->alias_out)
+            return 0;
+    }
+    uint8_t *copy = malloc(topic.len ? topic.len : 1);
+    if (!copy)
+        return 0;
+    memcpy(copy, topic.ptr, topic.len);
+    s->alias_out[s->alias_out_used] = (alias_entry){copy, topic.len};
+    *is_new = true;
+    return ++s->alias_out_used;
+}
+
+/* Encode and send one delivery. Returns false if it could not be sent now. */
+static bool send_publish(broker *b, session *s, delivery *d, bool dup, uint64_t now)
+{
+    broker_conn *c = s->conn;
+    codec_publish p = {.dup = dup, .qos = d->qos, .retain = d->retain, .topic = d->m->topic,
+                       .packet_id = d->packet_id, .payload = d->m->payload};
+    if (s->version == CODEC_V5) {
+        if (d->m->props.len &&
+            codec_props_decode(d->m->props, CODEC_CTX_PUBLISH, CODEC_FROM_SERVER, &p.props) !=
+                CODEC_OK)
+            return false;
+        if (d->m->expires_at) {
+            uint64_t left = d->m->expires_at > now ? (d->m->expires_at - now + 999) / 1000 : 0;
+            CODEC_SET(&p.props, CODEC_PROP_MESSAGE_EXPIRY);
+            p.props.message_expiry = left > UINT32_MAX ? UINT32_MAX : (uint32_t)left;
+        }
+        p.props.sub_ids = d->sub_ids;
+        p.props.sub_ids_len = d->nsub_ids;
+        bool is_new = false;
+        uint16_t alias = dup ? 0 : alias_for(s, d->m->topic, &is_new);
+        if (alias) {
+            CODEC_SET(&p.props, CODEC_PROP_TOPIC_ALIAS);
+            p.props.topic_alias = alias;
+            if (!is_new)
+                p.topic = (codec_bytes){NULL, 0};
+        }
+    }
+    size_t need;
+    codec_status st = codec_encode_publish(&p, s->version, NULL, 0, &need);
+    if (st != CODEC_ERR_BUFFER)
+        return false;
+    if (s->client_max_packet && need > s->client_max_packet) {
+        /* Too large for this client: discard as if sent ([MQTT-3.1.2-25]). */
+        b->stats.dropped++;
+        return true;
+    }
+    uint8_t *out = buf_tail(&c->out, need);
+    if (!out) {
+        conn_close(b, c, 0x97, "output buffer full (slow reader)");
+        return false;
+    }
+    size_t n;
+    if (codec_encode_publish(&p, s->version, out, need, &n) != CODEC_OK)
+        return false;
+    buf_commit(&c->out, n);
+    conn_mark_dirty(b, c);
+    b->stats.msgs_out++;
+    return true;
+}
+
+void session_pump(broker *b, session *s, uint64_t now)
+{
+    broker_conn *c = s->conn;
+    if (!c || c->state != CONN_ACTIVE)
+        return;
+    delivery *d = s->queue_head;
+    while (d && c->state == CONN_ACTIVE) {
+        delivery *next = d->next;
+        if (d->state != DELIVERY_QUEUED) {
+            d = next;
+            continue;
+        }
+        if (d->m->expires_at && d->m->expires_at <= now) {
+            remove_delivery(b, s, d); /* expired while queued (3.3.2.3.3) */
+            d = next;
+            continue;
+        }
+        if (c->out.len >= OUTPUT_HIGH_WATER)
+            return; /* resumes from broker_output_drained */
+        if (d->qos > 0) {
+            if (s->inflight >= s->client_receive_max)
+                return;
+            d->packet_id = next_packet_id(s);
+            if (d->packet_id == 0)
+                return;
+        }
+        if (!send_publish(b, s, d, false, now)) {
+            if (c->state != CONN_ACTIVE)
+                return;
+            remove_delivery(b, s, d); /* cannot be encoded: drop, never loop */
+            d = next;
+            continue;
+        }
+        if (d->qos == 0) {
+            remove_delivery(b, s, d);
+        } else {
+            d->state = DELIVERY_SENT;
+            s->inflight++;
+            if (d->stored && store_touch(b, c)) {
+                broker_store *st = b->cfg.store;
+                store_queue_row row;
+                queue_row(s, d, &row);
+                if (!st->queue_put(st->ctx, &row))
+                    b->store_failed = true;
+            }
+        }
+        d = next;
+    }
+}
+
+void session_resend(broker *b, session *s, uint64_t now)
+{
+    broker_conn *c = s->conn;
+    for (delivery *d = s->queue_head; d && c && c->state == CONN_ACTIVE; d = d->next) {
+        if (d->state == DELIVERY_SENT) {
+            (void)send_publish(b, s, d, true, now); /* [MQTT-4.4.0-1] */
+        } else if (d->state == DELIVERY_RELEASED) {
+            send_ack(b, c, CODEC_PUBREL, d->packet_id, 0);
+        }
+    }
+}
+
+static delivery *find_inflight(session *s, uint16_t id, uint8_t state, uint8_t qos)
+{
+    for (delivery *d = s->queue_head; d; d = d->next)
+        if (d->state == state && d->packet_id == id && d->qos == qos)
+            return d;
+    return NULL;
+}
+
+void handle_ack(broker *b, broker_conn *c, uint8_t type, const codec_ack *p, uint64_t now)
+{
+    session *s = c->s;
+    if (!s)
+        return;
+    delivery *d;
+    switch (type) {
+    case CODEC_PUBACK:
+        if ((d = find_inflight(s, p->packet_id, DELIVERY_SENT, 1)))
+            remove_delivery(b, s, d);
+        break;
+    case CODEC_PUBREC:
+        d = find_inflight(s, p->packet_id, DELIVERY_SENT, 2);
+        if (!d) {
+            send_ack(b, c, CODEC_PUBREL, p->packet_id, 0x92);
+            break;
+        }
+        if (p->reason >= 0x80) { /* the client refused it: the flow ends */
+            remove_delivery(b, s, d);
+            break;
+        }
+        d->state = DELIVERY_RELEASED;
+        if (d->stored && store_touch(b, c)) {
+            broker_store *st = b->cfg.store;
+            store_queue_row row;
+            queue_row(s, d, &row);
+            if (!st->queue_put(st->ctx, &row))
+                b->store_failed = true;
+        }
+        send_ack(b, c, CODEC_PUBREL, p->packet_id, 0);
+        break;
+    case CODEC_PUBCOMP:
+        if ((d = find_inflight(s, p->packet_id, DELIVERY_RELEASED, 2)))
+            remove_delivery(b, s, d);
+        break;
+    case CODEC_PUBREL: {
+        size_t at;
+        bool known = qos2_in_has(s, p->packet_id, &at);
+        if (known) {
+            s->qos2_in[at] = s->qos2_in[--s->nqos2_in];
+            if (s->persistent && store_touch(b, c)) {
+                broker_store *st = b->cfg.store;
+                if (!st->qos2_delete(st->ctx, s->client_id, p->packet_id))
+                    b->store_failed = true;
+            }
+        }
+        send_ack(b, c, CODEC_PUBCOMP, p->packet_id, known ? 0 : 0x92);
+        break;
+    }
+    default:
+        break;
+    }
+    session_pump(b, s, now);
+}

@@ -1,0 +1,473 @@
+/*
+ * session.c — CONNECT, session lifetime, takeover and wills.
+ *
+ * This is where identity is enforced: the principal comes from the verified
+ * certificate (the server put it in the connection); the MQTT client
+ * identifier must be that device's id (services: their name, or NAME/suffix),
+ * so a device cannot open or take over another device's session by choosing
+ * a client id (the MiSafes attack). Username and password are not used.
+ */
+#include <stdlib.h>
+#include <string.h>
+
+#include "broker_int.h"
+
+#define MAX_CLIENT_ID 256u
+
+static void send_connack(broker *b, broker_conn *c, const codec_connack *ack)
+{
+    uint8_t pkt[512];
+    size_t n;
+    if (codec_encode_connack(ack, c->version, pkt, sizeof(pkt), &n) == CODEC_OK)
+        (void)buf_append(&c->out, pkt, n);
+    conn_mark_dirty(b, c);
+}
+
+/* Refuse a CONNECT: CONNACK with the reason in the client's version, close. */
+static void refuse(broker *b, broker_conn *c, uint8_t v5_reason, uint8_t v311_code,
+                   const char *why)
+{
+    codec_connack ack = {.reason = c->version == CODEC_V5 ? v5_reason : v311_code};
+    send_connack(b, c, &ack);
+    broker_log(b, BROKER_EV_REFUSED_CONNECT, &c->who, "CONNECT refused: %s", why);
+    b->stats.refused++;
+    c->state = CONN_ACTIVE; /* lets conn_close run without adding a DISCONNECT */
+    c->version = 0;
+    conn_close(b, c, 0, NULL);
+}
+
+static bool has_prefix(codec_bytes s, const char *prefix, size_t n)
+{
+    return s.len >= n && memcmp(s.ptr, prefix, n) == 0;
+}
+
+/* May this principal use this client identifier? */
+static bool client_id_allowed(const broker_principal *who, codec_bytes id)
+{
+    size_t n = strlen(who->id);
+    if (id.len == n && memcmp(id.ptr, who->id, n) == 0)
+        return true;
+    /* A service may run several clients: NAME/anything. */
+    return who->kind == BROKER_SERVICE && id.len > n + 1 && has_prefix(id, who->id, n) &&
+           id.ptr[n] == '/';
+}
+
+static uint8_t *dup_bytes(codec_bytes src, codec_bytes *view)
+{
+    uint8_t *mem = malloc(src.len ? src.len : 1);
+    if (mem && src.len)
+        memcpy(mem, src.ptr, src.len);
+    *view = (codec_bytes){mem, src.len};
+    return mem;
+}
+
+static session *session_new(broker *b, codec_bytes client_id, const broker_principal *who)
+{
+    session *s = calloc(1, sizeof(*s));
+    if (!s)
+        return NULL;
+    if (!dup_bytes(client_id, &s->client_id)) {
+        free(s);
+        return NULL;
+    }
+    s->client_id_mem = (uint8_t *)s->client_id.ptr;
+    s->who = *who;
+    s->next_seq = 1;
+    s->next_packet_id = 1;
+    timer_init(&s->timer, TIMER_SESSION, s);
+    if (!hmap_put(&b->sessions, s->client_id.ptr, s->client_id.len, s)) {
+        free(s->client_id_mem);
+        free(s);
+        return NULL;
+    }
+    return s;
+}
+
+static void store_session(broker *b, session *s, uint64_t expires_at)
+{
+    broker_store *st = b->cfg.store;
+    if (!store_touch(b, s->conn))
+        return;
+    store_session_row row = {
+        .client_id = s->client_id,
+        .kind = (uint8_t)s->who.kind,
+        .principal = {(const uint8_t *)s->who.id, strlen(s->who.id)},
+        .version = s->version,
+        .expiry_interval = s->expiry_interval,
+        .expires_at = expires_at,
+    };
+    if (st->session_put(st->ctx, &row))
+        s->stored = true;
+    else
+        b->store_failed = true;
+}
+
+/* Topic aliases belong to one network connection (3.3.2.3.4). */
+static void alias_reset(broker *b, session *s)
+{
+    if (s->alias_in) {
+        for (size_t i = 0; i <= b->lim.topic_alias_maximum; i++)
+            free(s->alias_in[i].topic);
+        free(s->alias_in);
+        s->alias_in = NULL;
+    }
+    if (s->alias_out) {
+        for (uint16_t i = 0; i < s->alias_out_used; i++)
+            free(s->alias_out[i].topic);
+        free(s->alias_out);
+        s->alias_out = NULL;
+    }
+    s->alias_out_used = 0;
+}
+
+void session_destroy(broker *b, session *s)
+{
+    timer_disarm(&b->timers, &s->timer);
+    while (s->nsubs)
+        sub_remove(b, s->subs[s->nsubs - 1], false);
+    free(s->subs);
+    delivery *d = s->queue_head;
+    while (d) {
+        delivery *next = d->next;
+        delivery_free(b, s, d, false);
+        d = next;
+    }
+    if (s->stored && store_touch(b, s->conn)) {
+        broker_store *st = b->cfg.store;
+        if (!st->session_delete(st->ctx, s->client_id))
+            b->store_failed = true;
+    }
+    hmap_del(&b->sessions, s->client_id.ptr, s->client_id.len);
+    msg_unref(s->will);
+    policy_set_free(s->policies);
+    alias_reset(b, s);
+    free(s->qos2_in);
+    free(s->client_id_mem);
+    free(s);
+}
+
+void publish_will(broker *b, session *s, uint64_t now)
+{
+    msg *m = s->will;
+    s->will = NULL;
+    s->will_at = 0;
+    if (!m)
+        return;
+    if (m->expires_at && m->expires_at <= now) {
+        msg_unref(m);
+        return;
+    }
+    /* Policies may have changed since CONNECT. */
+    if (!s->policies || !policy_may_publish(s->policies, m->topic)) {
+        broker_log(b, BROKER_EV_REFUSED_PUBLISH, &s->who, "will message to %.*s not allowed",
+                   (int)m->topic.len, (const char *)m->topic.ptr);
+        msg_unref(m);
+        return;
+    }
+    if (m->retain)
+        retain_set(b, m);
+    route(b, m, now);
+    msg_unref(m);
+}
+
+static void arm_session_timer(broker *b, session *s)
+{
+    uint64_t at = UINT64_MAX;
+    if (s->will_at)
+        at = s->will_at;
+    if (s->expires_at && s->expires_at < at)
+        at = s->expires_at;
+    if (at == UINT64_MAX)
+        timer_disarm(&b->timers, &s->timer);
+    else
+        (void)timer_arm(&b->timers, &s->timer, at);
+}
+
+void session_detach(broker *b, session *s, uint64_t now)
+{
+    broker_conn *c = s->conn;
+    bool will_due = c && !c->clean_disconnect;
+    if (c)
+        c->s = NULL;
+    s->conn = NULL;
+    alias_reset(b, s);
+    if (!will_due) {
+        msg_unref(s->will);
+        s->will = NULL;
+    }
+    if (!s->persistent) {
+        if (s->will)
+            publish_will(b, s, now);
+        session_destroy(b, s);
+        return;
+    }
+    s->expires_at = s->expiry_interval == UINT32_MAX
+                        ? 0
+                        : now + (uint64_t)s->expiry_interval * 1000u;
+    if (s->will) {
+        if (s->will_delay == 0)
+            publish_will(b, s, now);
+        else
+            s->will_at = now + (uint64_t)s->will_delay * 1000u;
+    }
+    store_session(b, s, s->expires_at ? s->expires_at : 0);
+    arm_session_timer(b, s);
+}
+
+void session_timer_fired(broker *b, session *s, uint64_t now)
+{
+    bool ending = s->expires_at && s->expires_at <= now;
+    /* The will goes at the end of its delay or of the session, whichever is
+     * first (3.1.3.2.2). */
+    if (s->will && (ending || (s->will_at && s->will_at <= now)))
+        publish_will(b, s, now);
+    if (ending) {
+        broker_log(b, BROKER_EV_DISCONNECTED, &s->who, "session %.*s expired",
+                   (int)s->client_id.len, (const char *)s->client_id.ptr);
+        session_destroy(b, s);
+        return;
+    }
+    arm_session_timer(b, s);
+}
+
+session *session_restore(broker *b, const store_session_row *row)
+{
+    broker_principal who = {.kind = (broker_kind)row->kind};
+    if (row->principal.len >= sizeof(who.id))
+        return NULL;
+    memcpy(who.id, row->principal.ptr, row->principal.len);
+    session *s = session_new(b, row->client_id, &who);
+    if (!s)
+        return NULL;
+    s->version = row->version;
+    s->persistent = true;
+    s->stored = true;
+    s->expiry_interval = row->expiry_interval;
+    s->expires_at = row->expires_at;
+    s->policies = b->cfg.policies_for ? b->cfg.policies_for(b->cfg.policies_ctx, &who) : NULL;
+    if (!s->policies)
+        (void)policy_set_deny_all(&s->policies);
+    return s;
+}
+
+/* The will from CONNECT as a message, its properties normalised to those
+ * that travel with a PUBLISH. */
+static msg *will_from_connect(const codec_connect *p, codec_bytes client_id, uint64_t now)
+{
+    const codec_props *wp = &p->will_props;
+    codec_props fwd = {0};
+    uint64_t props_keep = (1ull << CODEC_PROP_PAYLOAD_FORMAT) |
+                          (1ull << CODEC_PROP_CONTENT_TYPE) |
+                          (1ull << CODEC_PROP_RESPONSE_TOPIC) |
+                          (1ull << CODEC_PROP_CORRELATION_DATA);
+    fwd = *wp;
+    fwd.present &= props_keep;
+    uint8_t block[4096];
+    size_t n = 0;
+    if (p->protocol_version == CODEC_V5 &&
+        codec_props_encode(&fwd, CODEC_CTX_PUBLISH, block, sizeof(block), &n) != CODEC_OK)
+        return NULL;
+    uint64_t expires = 0;
+    if (CODEC_HAS(wp, CODEC_PROP_MESSAGE_EXPIRY))
+        expires = now + (uint64_t)wp->message_expiry * 1000u;
+    return msg_new(p->will_topic, p->will_payload, (codec_bytes){block, n}, client_id,
+                   p->will_qos, p->will_retain, expires);
+}
+
+void handle_connect(broker *b, broker_conn *c, const codec_connect *p, uint64_t now)
+{
+    c->version = p->protocol_version;
+    const codec_props *props = &p->props;
+
+    if (CODEC_HAS(props, CODEC_PROP_AUTH_METHOD)) {
+        refuse(b, c, 0x8C, 0x05, "enhanced authentication is not supported");
+        return;
+    }
+    codec_bytes client_id = p->client_id;
+    bool assigned = false;
+    if (client_id.len == 0) {
+        if (p->protocol_version == CODEC_V311 && !p->clean_start) {
+            refuse(b, c, 0x85, 0x02, "empty client identifier with a persistent session");
+            return; /* [MQTT-3.1.3-8] */
+        }
+        client_id = (codec_bytes){(const uint8_t *)c->who.id, strlen(c->who.id)};
+        assigned = true;
+    }
+    if (client_id.len > MAX_CLIENT_ID || !client_id_allowed(&c->who, client_id)) {
+        broker_log(b, BROKER_EV_REFUSED_CONNECT, &c->who,
+                   "client identifier '%.*s' does not belong to this certificate",
+                   (int)(client_id.len > 64 ? 64 : client_id.len), (const char *)client_id.ptr);
+        refuse(b, c, 0x85, 0x02, "client identifier not valid for this identity");
+        return;
+    }
+
+    policy_set *policies =
+        b->cfg.policies_for ? b->cfg.policies_for(b->cfg.policies_ctx, &c->who) : NULL;
+    if (!policies || !policy_may_connect(policies)) {
+        policy_set_free(policies);
+        refuse(b, c, 0x87, 0x05, "not authorized to connect");
+        return;
+    }
+    if (p->will_flag) {
+        bool topic_ok = p->will_topic.len <= b->lim.max_topic_length &&
+                        codec_topic_levels(p->will_topic) <= b->lim.max_topic_levels;
+        if (!topic_ok || !policy_may_publish(policies, p->will_topic)) {
+            policy_set_free(policies);
+            refuse(b, c, 0x87, 0x05, "will topic not allowed");
+            return;
+        }
+    }
+
+    /* An existing session with this client id: take it over. */
+    session *s = hmap_get(&b->sessions, client_id.ptr, client_id.len);
+    bool session_present = false;
+    if (s && s->conn) {
+        broker_conn *old = s->conn;
+        /* The old connection's will: published now unless this connection
+         * resumes the session within its will delay (3.1.3.2.2). */
+        if (!(s->will && !p->clean_start && s->will_delay > 0) && s->will)
+            publish_will(b, s, now);
+        msg_unref(s->will);
+        s->will = NULL;
+        old->s = NULL;
+        old->clean_disconnect = true; /* its will is settled above */
+        s->conn = NULL;
+        alias_reset(b, s);
+        conn_close(b, old, 0x8E, NULL);
+        broker_log(b, BROKER_EV_DISCONNECTED, &old->who, "session taken over by a new connection");
+    } else if (s && s->will) {
+        /* Offline with a will waiting for its delay: reconnecting cancels it,
+         * unless the session is being ended by clean start. */
+        if (p->clean_start)
+            publish_will(b, s, now);
+        msg_unref(s->will);
+        s->will = NULL;
+        s->will_at = 0;
+    }
+    if (s && (p->clean_start || strcmp(s->who.id, c->who.id) != 0 || s->who.kind != c->who.kind)) {
+        session_destroy(b, s);
+        s = NULL;
+    }
+    if (s) {
+        session_present = true;
+        policy_set_free(s->policies);
+        s->expires_at = 0;
+        timer_disarm(&b->timers, &s->timer);
+    } else {
+        s = session_new(b, client_id, &c->who);
+        if (!s) {
+            policy_set_free(policies);
+            refuse(b, c, 0x89, 0x03, "out of memory");
+            return;
+        }
+    }
+    s->policies = policies;
+    s->version = p->protocol_version;
+    s->conn = c;
+    c->s = s;
+
+    /* Session lifetime. */
+    uint32_t expiry;
+    if (p->protocol_version == CODEC_V5)
+        expiry = CODEC_HAS(props, CODEC_PROP_SESSION_EXPIRY) ? props->session_expiry : 0;
+    else
+        expiry = p->clean_start ? 0 : UINT32_MAX;
+    bool expiry_lowered = false;
+    if (expiry > b->lim.max_session_expiry) {
+        expiry = b->lim.max_session_expiry;
+        expiry_lowered = p->protocol_version == CODEC_V5;
+    }
+    s->expiry_interval = expiry;
+    s->persistent = expiry > 0;
+
+    /* What the client can take. */
+    s->client_receive_max = CODEC_HAS(props, CODEC_PROP_RECEIVE_MAXIMUM)
+                                ? props->receive_maximum
+                                : UINT16_MAX;
+    s->client_max_packet =
+        CODEC_HAS(props, CODEC_PROP_MAXIMUM_PACKET_SIZE) ? props->maximum_packet_size : 0;
+    s->client_alias_max =
+        CODEC_HAS(props, CODEC_PROP_TOPIC_ALIAS_MAXIMUM) ? props->topic_alias_maximum : 0;
+
+    /* Keep alive: lowered to the maximum; 0 means "none" in 3.1.1, while an
+     * MQTT 5 client is told the maximum instead (Server Keep Alive). */
+    uint16_t keep_alive = p->keep_alive;
+    bool keep_alive_changed = false;
+    if (keep_alive > b->lim.max_keep_alive ||
+        (keep_alive == 0 && p->protocol_version == CODEC_V5)) {
+        keep_alive = b->lim.max_keep_alive;
+        keep_alive_changed = p->protocol_version == CODEC_V5;
+    }
+    c->keep_alive = keep_alive;
+
+    if (p->will_flag) {
+        s->will = will_from_connect(p, s->client_id, now);
+        s->will_delay = CODEC_HAS(&p->will_props, CODEC_PROP_WILL_DELAY)
+                            ? p->will_props.will_delay
+                            : 0;
+    }
+
+    /* Accept. */
+    c->state = CONN_ACTIVE;
+    c->in.max = b->lim.max_packet_size + 16384u; /* authenticated: the full limit */
+    c->timer.kind = TIMER_KEEPALIVE;
+    timer_disarm(&b->timers, &c->timer);
+    if (keep_alive)
+        (void)timer_arm(&b->timers, &c->timer, now + (uint64_t)keep_alive * 1500u);
+
+    codec_connack ack = {.session_present = session_present, .reason = 0};
+    if (p->protocol_version == CODEC_V5) {
+        codec_props *ap = &ack.props;
+        CODEC_SET(ap, CODEC_PROP_RECEIVE_MAXIMUM);
+        ap->receive_maximum = b->lim.max_inflight;
+        CODEC_SET(ap, CODEC_PROP_MAXIMUM_PACKET_SIZE);
+        ap->maximum_packet_size = (uint32_t)b->lim.max_packet_size;
+        CODEC_SET(ap, CODEC_PROP_TOPIC_ALIAS_MAXIMUM);
+        ap->topic_alias_maximum = b->lim.topic_alias_maximum;
+        if (assigned) {
+            CODEC_SET(ap, CODEC_PROP_ASSIGNED_CLIENT_ID);
+            ap->assigned_client_id = s->client_id;
+        }
+        if (expiry_lowered) {
+            CODEC_SET(ap, CODEC_PROP_SESSION_EXPIRY);
+            ap->session_expiry = expiry;
+        }
+        if (keep_alive_changed) {
+            CODEC_SET(ap, CODEC_PROP_SERVER_KEEP_ALIVE);
+            ap->server_keep_alive = keep_alive;
+        }
+    }
+    send_connack(b, c, &ack);
+    if (s->persistent)
+        store_session(b, s, 0);
+    broker_log(b, BROKER_EV_CONNECTED, &c->who, "connected as '%.*s' (MQTT %s, %s session)",
+               (int)s->client_id.len, (const char *)s->client_id.ptr,
+               p->protocol_version == CODEC_V5 ? "5.0" : "3.1.1",
+               session_present ? "resumed" : "new");
+    if (session_present)
+        session_resend(b, s, now);
+    session_pump(b, s, now);
+}
+
+void handle_disconnect(broker *b, broker_conn *c, const codec_disconnect *p)
+{
+    session *s = c->s;
+    if (!s) {
+        conn_close(b, c, 0, NULL);
+        return;
+    }
+    if (CODEC_HAS(&p->props, CODEC_PROP_SESSION_EXPIRY)) {
+        /* [MQTT-3.14.2-2]: 0 at CONNECT cannot become non-zero now. */
+        if (s->expiry_interval == 0 && p->props.session_expiry != 0) {
+            conn_close(b, c, 0x82, "session expiry set on DISCONNECT after 0 at CONNECT");
+            return;
+        }
+        uint32_t e = p->props.session_expiry;
+        s->expiry_interval = e > b->lim.max_session_expiry ? b->lim.max_session_expiry : e;
+        s->persistent = s->expiry_interval > 0;
+    }
+    /* 0x04: the client asks for its will to be published. Nothing is sent
+     * back to a DISCONNECT (reason 0 adds none). */
+    c->clean_disconnect = p->reason != 0x04;
+    conn_close(b, c, 0, NULL);
+}
