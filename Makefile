@@ -1,6 +1,7 @@
 # moat — the commands a person types. The real build is CMake (CMakeLists.txt);
 # this file only strings the steps together. `make help` lists the targets.
 
+MAKEFLAGS  += --no-print-directory
 BUILD      ?= build
 SAN_BUILD  ?= build-san
 JOBS       ?= $(shell nproc)
@@ -8,15 +9,20 @@ PYTHON     ?= /usr/bin/python3
 # Seconds per fuzz target: a short smoke in `make check`, a long run in `make fuzz`.
 FUZZ_SMOKE_SECONDS ?= 15
 FUZZ_SECONDS       ?= 600
-FUZZERS = fuzz_decode fuzz_roundtrip fuzz_props fuzz_topic
+FUZZERS = fuzz_decode fuzz_roundtrip fuzz_props fuzz_topic fuzz_policy fuzz_tree fuzz_broker
 
-.PHONY: help bootstrap build san run check lint unit unit-san blackbox fuzz-smoke fuzz format clean
+.PHONY: help bootstrap build san run check lint unit unit-san blackbox fuzz-smoke fuzz format clean \
+	bench bench-smoke
 
 help:
-	@echo "make run         install what is missing, build, and run the main program"
+	@echo "make run         install what is missing, build, and run a development hub"
+	@echo "                 (data in .moat-dev/; prints the mosquitto commands that work)"
 	@echo "make check       install what is missing, build (gcc, and clang with ASan+UBSan),"
 	@echo "                 run unit tests, black-box tests and a short fuzz smoke"
 	@echo "make fuzz        fuzz every target for FUZZ_SECONDS (default $(FUZZ_SECONDS)) each"
+	@echo "make bench       moatd against mosquitto, 3 repetitions of every scenario (about"
+	@echo "                 half an hour; wants a quiet machine; docs/benchmarks.md)"
+	@echo "make bench-smoke the same, a few seconds per scenario: checks moat-bench end to end"
 	@echo "make build       build with gcc into $(BUILD)/"
 	@echo "make san         build with clang, ASan+UBSan and libFuzzer into $(SAN_BUILD)/"
 	@echo "make format      clang-format every C file"
@@ -34,11 +40,10 @@ san: bootstrap
 		-DMOAT_SANITIZE=ON -DMOAT_FUZZ=ON >/dev/null
 	@cmake --build $(SAN_BUILD) -j $(JOBS)
 
-# Until the hub (moatd) exists, the main program is the packet decoder: it
-# decodes a CONNECT captured from a real client and prints it.
+# A development hub on its embedded defaults: data in .moat-dev/ (made on
+# first use, with one device and an operator service), port 8883 (MOAT_PORT).
 run: build
-	@echo "moatd arrives with issue 3; running the MQTT codec's decoder on a captured CONNECT:"
-	@$(BUILD)/tools/moat-mqtt-dump --from client --hex tests/fixtures/wire/v5_connect_props.hex
+	@scripts/dev-hub $(BUILD) .moat-dev
 
 unit: build
 	@cd $(BUILD) && ctest --output-on-failure -j $(JOBS)
@@ -54,6 +59,17 @@ fuzz-smoke: san
 
 fuzz: san
 	@scripts/fuzz $(SAN_BUILD) $(FUZZ_SECONDS) $(FUZZERS)
+
+# moatd against mosquitto with moat-bench (docs/benchmarks.md). Results, a
+# Markdown summary and a plot go to bench/results/; BENCH_ARGS adds options
+# (bench/compare --help), e.g. BENCH_ARGS="--reps 5 --only fanin".
+bench: build
+	@mkdir -p bench/results
+	@$(PYTHON) bench/compare --build $(BUILD) --markdown bench/results/latest.md \
+		--plot bench/results/latest.png $(BENCH_ARGS)
+
+bench-smoke: build
+	@$(PYTHON) bench/compare --quick --build $(BUILD) $(BENCH_ARGS)
 
 lint:
 	@scripts/check-banned

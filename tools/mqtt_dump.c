@@ -116,7 +116,10 @@ static bool unhex(unsigned char *buf, size_t *len)
 
 static void show(const char *label, codec_bytes b)
 {
-    printf(" %s=\"", label);
+    if (*label)
+        printf(" %s=\"", label);
+    else
+        printf("=\"");
     for (size_t i = 0; i < b.len && i < SHOW_MAX; i++) {
         unsigned char c = b.ptr[i];
         if (c >= 0x20 && c < 0x7f && c != '"' && c != '\\')

@@ -35,7 +35,7 @@ static const char CONFIG[] =
     "#\n"
     "# Every value shown is the default; delete a line to keep the default, edit it\n"
     "# to change it. File names are relative to the data directory holding this\n"
-    "# file. moatd re-reads this file on SIGHUP. Reference: docs/operating.md.\n"
+    "# file. moatd re-reads it on SIGHUP (listen needs a restart). See docs/operating.md.\n"
     "\n"
     "[hub]\n"
     "# Address and TCP port of the MQTT-over-TLS listener (host:port, [v6addr]:port).\n"

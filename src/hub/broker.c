@@ -130,6 +130,10 @@ bool store_touch(broker *b, broker_conn *c)
         if (!st->begin(st->ctx)) {
             broker_log(b, BROKER_EV_STORE_FAILED, NULL, "store: cannot begin a transaction");
             b->store_failed = true;
+            if (c) { /* what it is owed cannot be made durable in this pass */
+                c->durable = true;
+                conn_mark_dirty(b, c);
+            }
             return false;
         }
         b->in_txn = true;
@@ -465,17 +469,23 @@ static void refuse_packet(broker *b, broker_conn *c, const codec_packet *p, code
 {
     uint8_t reason = codec_status_reason(st);
     if (c->state == CONN_NEW) {
-        uint8_t version = p->type == CODEC_CONNECT ? p->u.connect.protocol_version : 0;
-        if (version == CODEC_V5 || version == CODEC_V311) {
-            codec_connack ack = {.reason = version == CODEC_V5 ? reason : 0x01};
-            if (version == CODEC_V311 && st != CODEC_ERR_BAD_VERSION)
-                ack.reason = 0; /* 3.1.1 has no code for this: just close */
-            uint8_t pkt[16];
-            size_t n;
-            if (ack.reason && codec_encode_connack(&ack, version, pkt, sizeof(pkt), &n) ==
-                                  CODEC_OK)
-                (void)buf_append(&c->out, pkt, n);
-        }
+        uint8_t asked = p->type == CODEC_CONNECT ? p->u.connect.protocol_version : 0;
+        codec_connack ack = {0};
+        uint8_t version = 0;
+        if (st == CODEC_ERR_BAD_VERSION) {
+            /* A level this hub does not speak: answer in the oldest form that
+             * says so, which 3.1 and 3.1.1 clients read ([MQTT-3.1.2-2]); a
+             * client that asked for 5 gets the MQTT 5 form. */
+            version = asked == CODEC_V5 ? CODEC_V5 : CODEC_V311;
+            ack.reason = asked == CODEC_V5 ? 0x84 : 0x01;
+        } else if (asked == CODEC_V5) {
+            version = CODEC_V5;
+            ack.reason = reason;
+        } /* 3.1.1 has no code for a malformed CONNECT: just close */
+        uint8_t pkt[16];
+        size_t n;
+        if (version && codec_encode_connack(&ack, version, pkt, sizeof(pkt), &n) == CODEC_OK)
+            (void)buf_append(&c->out, pkt, n);
         broker_log(b, BROKER_EV_REFUSED_CONNECT, &c->who, "first packet refused: %s",
                    codec_status_name(st));
         c->state = CONN_ACTIVE; /* so that conn_close does not add a DISCONNECT */
@@ -524,11 +534,14 @@ void broker_input(broker *b, broker_conn *c, const uint8_t *data, size_t len, ui
 
 bool broker_commit(broker *b)
 {
-    if (!b->in_txn)
+    if (!b->in_txn && !b->store_failed)
         return true;
     broker_store *st = b->cfg.store;
+    /* A failed begin or write loses the pass (store.h), whatever commit would say. */
+    bool was_in_txn = b->in_txn;
+    bool ok = b->in_txn && !b->store_failed && st->commit(st->ctx);
     b->in_txn = false;
-    bool ok = st->commit(st->ctx);
+    b->store_failed = false;
     for (size_t i = 0; i < b->ndirty; i++) {
         broker_conn *c = b->dirty[i];
         if (!ok && c->durable) {
@@ -540,8 +553,8 @@ bool broker_commit(broker *b)
         c->durable = false;
     }
     if (!ok) {
-        st->rollback(st->ctx);
-        b->store_failed = true;
+        if (was_in_txn)
+            st->rollback(st->ctx);
         broker_log(b, BROKER_EV_STORE_FAILED, NULL,
                    "store: commit failed; affected connections closed unacknowledged");
     }
@@ -659,8 +672,28 @@ void broker_reauthorize(broker *b,
             fresh = NULL;
         policy_set_free(s->policies);
         s->policies = fresh;
+        /* Policies that no longer allow connecting end the connection too. */
+        if (s->conn && s->conn->state != CONN_CLOSING && (!fresh || !policy_may_connect(fresh))) {
+            broker_log(b, BROKER_EV_DISCONNECTED, &s->who,
+                       "policies no longer allow connecting: connection closed");
+            conn_close(b, s->conn, 0x87, NULL);
+        }
         session_recheck_subs(b, s);
     }
+}
+
+void broker_set_limits(broker *b, const broker_limits *limits)
+{
+    /* Packet and buffer sizes of live connections keep the values they were
+     * accepted with; everything checked per event uses the new ones. */
+    b->lim = *limits;
+}
+
+void broker_close(broker *b, broker_conn *c, uint8_t reason, const char *why)
+{
+    if (why)
+        broker_log(b, BROKER_EV_DISCONNECTED, &c->who, "%s", why);
+    conn_close(b, c, reason, NULL);
 }
 
 void broker_shutdown(broker *b, uint64_t now_ms)

@@ -137,6 +137,13 @@ void broker_reauthorize(broker *b, bool (*still_active)(void *ctx, const broker_
                                                         void *io),
                         void *ctx, uint64_t now_ms);
 
+/* New limits (SIGHUP): they apply to what happens from now on. */
+void broker_set_limits(broker *b, const broker_limits *limits);
+
+/* Close a connection for a reason the server found (certificate expired...):
+ * MQTT 5 clients get DISCONNECT with reason; why is logged. */
+void broker_close(broker *b, broker_conn *c, uint8_t reason, const char *why);
+
 /* Close every connection (MQTT 5 clients get DISCONNECT 0x8B server shutting
  * down), for a clean stop. */
 void broker_shutdown(broker *b, uint64_t now_ms);

@@ -151,6 +151,8 @@ struct session {
 
     msg *will;
     uint32_t will_delay;
+    bool will_expires;     /* the will has a Message Expiry Interval: */
+    uint32_t will_expiry;  /* seconds from its publication (3.1.3.2.4) */
 
     /* What the client told us in CONNECT. */
     uint16_t client_receive_max;

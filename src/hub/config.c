@@ -76,6 +76,9 @@ typedef struct load_state {
     hub_config *c;
     char *err;
     size_t errlen;
+    FILE *f;
+    int line;     /* lines read so far: inih's number for the current line */
+    int err_line; /* line of the first setting refused, 0 if none */
 } load_state;
 
 static bool set_path(load_state *st, char *dst, const char *value)
@@ -194,15 +197,42 @@ bad:
     return 0;
 }
 
+/* inih counts one line per reader call; so does this reader, so that an
+ * error message and the line number ini_parse returns describe the same line
+ * (inih goes on after an error and returns the first one's line). */
+static char *read_line(char *str, int num, void *stream)
+{
+    load_state *st = stream;
+    char *got = fgets(str, num, st->f);
+    if (got)
+        st->line++;
+    return got;
+}
+
+static int on_entry_first(void *user, const char *section, const char *name, const char *value)
+{
+    load_state *st = user;
+    if (st->err_line)
+        return 0; /* only the first error is reported */
+    if (on_entry(user, section, name, value))
+        return 1;
+    st->err_line = st->line;
+    return 0;
+}
+
 bool hub_config_load(hub_config *c, const char *path, char *err, size_t errlen)
 {
-    load_state st = {c, err, errlen};
+    load_state st = {c, err, errlen, NULL, 0, 0};
     err[0] = '\0';
-    int rc = ini_parse(path, on_entry, &st);
-    if (rc == -1) {
+    st.f = fopen(path, "r");
+    if (!st.f) {
         snprintf(err, errlen, "%s: cannot open: %s", path, strerror(errno));
         return false;
     }
+    int rc = ini_parse_stream(read_line, &st, on_entry_first, &st);
+    fclose(st.f);
+    if (rc > 0 && rc != st.err_line)
+        err[0] = '\0'; /* a syntax error came first */
     if (rc == -2) {
         snprintf(err, errlen, "%s: out of memory", path);
         return false;

@@ -56,7 +56,9 @@ static void usage(FILE *out)
         "SIGNALS\n"
         "    SIGTERM, SIGINT     stop: close every connection (MQTT 5 clients are told\n"
         "                        \"server shutting down\"), commit, exit 0\n"
-        "    SIGHUP              re-read the registry now\n"
+        "    SIGHUP              re-read the configuration (limits, TLS certificate and\n"
+        "                        key, log format; the listen address needs a restart)\n"
+        "                        and the registry\n"
         "\n"
         "FILES\n"
         "    DIR/moatd.conf      configuration (INI); see docs/operating.md\n"
@@ -146,7 +148,9 @@ int main(int argc, char **argv)
     }
     log_set_json(cfg.log_json);
 
-    hub_server_opts opts = {0};
+    hub_server_opts opts = {.config_path = config_path,
+                            .listen_override = listen != NULL,
+                            .log_format_override = log_format != NULL};
     if (test_port_arg) {
         char *end;
         errno = 0;

@@ -213,6 +213,11 @@ void handle_publish(broker *b, broker_conn *c, const codec_publish *in, uint64_t
         retain_set(b, m);
     route(b, m, now);
     bool delivered = b->route_matched;
+    /* Its acknowledgement promises what routing stored (queues of offline or
+     * persistent sessions, whose conn is not this one), or failed to store:
+     * hold it for the commit. */
+    if (p.qos > 0 && (m->store_id || b->store_failed))
+        (void)store_touch(b, c);
     msg_unref(m);
 
     uint8_t reason = delivered ? 0x00 : 0x10; /* 0x10: no matching subscribers */
@@ -299,6 +304,27 @@ static void touch_session(broker *b, session *s)
     b->touched[b->ntouched++] = s;
 }
 
+static void queue_row(const session *s, const delivery *d, store_queue_row *row);
+
+/* A persistent session's delivery changed by a merge: store it as it will be
+ * sent (its first row, if its first subscription gave it QoS 0). */
+static void delivery_store(broker *b, session *s, delivery *d)
+{
+    bool fresh = !d->stored;
+    if (fresh ? !msg_make_durable(b, d->m, s->conn) : !store_touch(b, s->conn))
+        return;
+    broker_store *st = b->cfg.store;
+    store_queue_row row;
+    queue_row(s, d, &row);
+    if (st->queue_put(st->ctx, &row)) {
+        d->stored = true;
+    } else {
+        b->store_failed = true;
+        if (fresh)
+            msg_release_durable(b, d->m);
+    }
+}
+
 static void deliver_to(broker *b, sub *x, msg *m, uint64_t now)
 {
     session *s = x->s;
@@ -314,11 +340,15 @@ static void deliver_to(broker *b, sub *x, msg *m, uint64_t now)
         /* Several of its subscriptions match: one delivery with all their
          * identifiers at the highest QoS (3.3.4). */
         delivery *d = s->route_delivery;
+        bool changed = qos > d->qos || (retain && !d->retain) ||
+                       (x->sub_id && d->nsub_ids < DELIVERY_MAX_SUB_IDS);
         if (qos > d->qos)
             d->qos = qos;
         d->retain = d->retain || retain;
         if (x->sub_id && d->nsub_ids < DELIVERY_MAX_SUB_IDS)
             d->sub_ids[d->nsub_ids++] = x->sub_id;
+        if (changed && d->qos > 0 && s->persistent)
+            delivery_store(b, s, d);
         return;
     }
     uint32_t ids[1] = {x->sub_id};
@@ -364,6 +394,9 @@ static void visit_shared(tree_node *node, void *value, void *ctx)
         }
         if (!pick)
             pick = g->members;
+        /* Each share group delivers its own copy, even to a session that also
+         * has a plain subscription matching (MQTT 5 4.8.2). */
+        pick->s->route_delivery = NULL;
         deliver_to(r->b, pick, r->m, r->now);
     }
 }
@@ -376,19 +409,9 @@ void route(broker *b, msg *m, uint64_t now)
     b->ntouched = 0;
     tree_match_filters(b->subs, m->topic, visit_plain, &r);
     tree_match_filters(b->shared, m->topic, visit_shared, &r);
-    /* Merged deliveries are final now; persist and send them. */
+    /* Merged deliveries are final (and stored) now; send them. */
     for (size_t i = 0; i < b->ntouched; i++) {
         session *s = b->touched[i];
-        delivery *d = s->route_delivery;
-        if (d && d->stored && (d->nsub_ids > 1 || d->qos != d->m->qos)) {
-            /* its row was written before the merge */
-            broker_store *st = b->cfg.store;
-            store_queue_row row = {s->client_id, d->seq, d->m->store_id, d->qos, d->retain,
-                                   (uint8_t)d->state, d->packet_id, d->nsub_ids, {0}};
-            memcpy(row.sub_ids, d->sub_ids, sizeof(row.sub_ids));
-            if (store_touch(b, s->conn) && !st->queue_put(st->ctx, &row))
-                b->store_failed = true;
-        }
         s->route_delivery = NULL;
         session_pump(b, s, now);
     }
@@ -486,7 +509,7 @@ static void remove_delivery(broker *b, session *s, delivery *d)
 static bool packet_id_in_use(const session *s, uint16_t id)
 {
     for (const delivery *d = s->queue_head; d; d = d->next)
-        if (d->state != DELIVERY_QUEUED && d->packet_id == id)
+        if (d->packet_id == id) /* in flight, or held back by session_resend */
             return true;
     return false;
 }
@@ -528,12 +551,21 @@ static uint16_t alias_for(session *s, codec_bytes topic, bool *is_new)
     return ++s->alias_out_used;
 }
 
+/* Forget the alias alias_for just made: the packet that set it was not sent. */
+static void alias_undo(session *s)
+{
+    alias_entry *e = &s->alias_out[--s->alias_out_used];
+    free(e->topic);
+    *e = (alias_entry){NULL, 0};
+}
+
 /* Encode and send one delivery. Returns false if it could not be sent now. */
 static bool send_publish(broker *b, session *s, delivery *d, bool dup, uint64_t now)
 {
     broker_conn *c = s->conn;
     codec_publish p = {.dup = dup, .qos = d->qos, .retain = d->retain, .topic = d->m->topic,
                        .packet_id = d->packet_id, .payload = d->m->payload};
+    bool is_new = false;
     if (s->version == CODEC_V5) {
         if (d->m->props.len &&
             codec_props_decode(d->m->props, CODEC_CTX_PUBLISH, CODEC_FROM_SERVER, &p.props) !=
@@ -546,7 +578,6 @@ static bool send_publish(broker *b, session *s, delivery *d, bool dup, uint64_t 
         }
         p.props.sub_ids = d->sub_ids;
         p.props.sub_ids_len = d->nsub_ids;
-        bool is_new = false;
         uint16_t alias = dup ? 0 : alias_for(s, d->m->topic, &is_new);
         if (alias) {
             CODEC_SET(&p.props, CODEC_PROP_TOPIC_ALIAS);
@@ -557,12 +588,18 @@ static bool send_publish(broker *b, session *s, delivery *d, bool dup, uint64_t 
     }
     size_t need;
     codec_status st = codec_encode_publish(&p, s->version, NULL, 0, &need);
-    if (st != CODEC_ERR_BUFFER)
+    if (st != CODEC_ERR_BUFFER) {
+        if (is_new)
+            alias_undo(s);
         return false;
+    }
     if (s->client_max_packet && need > s->client_max_packet) {
-        /* Too large for this client: discard as if sent ([MQTT-3.1.2-25]). */
+        /* Too large for this client: the caller discards it as if its delivery
+         * had completed ([MQTT-3.1.2-25]). */
+        if (is_new)
+            alias_undo(s);
         b->stats.dropped++;
-        return true;
+        return false;
     }
     uint8_t *out = buf_tail(&c->out, need);
     if (!out) {
@@ -590,7 +627,8 @@ void session_pump(broker *b, session *s, uint64_t now)
             d = next;
             continue;
         }
-        if (d->m->expires_at && d->m->expires_at <= now) {
+        bool again = d->packet_id != 0; /* sent before, held back by session_resend */
+        if (!again && d->m->expires_at && d->m->expires_at <= now) {
             remove_delivery(b, s, d); /* expired while queued (3.3.2.3.3) */
             d = next;
             continue;
@@ -600,11 +638,12 @@ void session_pump(broker *b, session *s, uint64_t now)
         if (d->qos > 0) {
             if (s->inflight >= s->client_receive_max)
                 return;
-            d->packet_id = next_packet_id(s);
+            if (!again)
+                d->packet_id = next_packet_id(s);
             if (d->packet_id == 0)
                 return;
         }
-        if (!send_publish(b, s, d, false, now)) {
+        if (!send_publish(b, s, d, again, now)) {
             if (c->state != CONN_ACTIVE)
                 return;
             remove_delivery(b, s, d); /* cannot be encoded: drop, never loop */
@@ -631,9 +670,22 @@ void session_pump(broker *b, session *s, uint64_t now)
 void session_resend(broker *b, session *s, uint64_t now)
 {
     broker_conn *c = s->conn;
-    for (delivery *d = s->queue_head; d && c && c->state == CONN_ACTIVE; d = d->next) {
-        if (d->state == DELIVERY_SENT) {
-            (void)send_publish(b, s, d, true, now); /* [MQTT-4.4.0-1] */
+    /* No more in flight than the new connection's Receive Maximum
+     * ([MQTT-3.3.4-9]): PUBLISHes past it wait in the queue, with their
+     * packet ids, for session_pump. */
+    size_t room = s->client_receive_max;
+    for (delivery *d = s->queue_head; d; d = d->next)
+        if (d->state == DELIVERY_RELEASED && room > 0)
+            room--;
+    for (delivery *d = s->queue_head, *next; d && c && c->state == CONN_ACTIVE; d = next) {
+        next = d->next;
+        if (d->state == DELIVERY_SENT && room == 0) {
+            d->state = DELIVERY_QUEUED;
+            s->inflight--;
+        } else if (d->state == DELIVERY_SENT) {
+            room--;
+            if (!send_publish(b, s, d, true, now) && c->state == CONN_ACTIVE) /* [MQTT-4.4.0-1] */
+                remove_delivery(b, s, d); /* cannot be sent on this connection */
         } else if (d->state == DELIVERY_RELEASED) {
             send_ack(b, c, CODEC_PUBREL, d->packet_id, 0);
         }

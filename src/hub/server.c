@@ -58,7 +58,9 @@ typedef struct hub_conn {
     int fd;
     SSL *ssl;               /* NULL on the test listener */
     struct event *ev;
-    struct event *deadline; /* handshake timeout */
+    struct event *deadline; /* handshake timeout, then the lingering close */
+    struct event *expiry;   /* the certificate's end of validity */
+    int64_t not_after;      /* seconds since the epoch */
     broker_conn *bc;
     broker_principal who;
     uint8_t fp[32];
@@ -66,6 +68,7 @@ typedef struct hub_conn {
     bool handshaking;
     bool want_write;
     bool close_queued;
+    bool lingering;         /* handshake failed: alert sent, draining until close */
     ip_entry *ip;
     char peer[INET6_ADDRSTRLEN + 8];
     struct hub_conn *next_dead;
@@ -205,6 +208,7 @@ static int verify_cb(int ok, X509_STORE_CTX *store)
         X509_STORE_CTX_set_error(store, X509_V_ERR_CERT_REVOKED);
         return 0;
     }
+    c->not_after = who.not_after;
     c->who.kind = who.kind == REGISTRY_DEVICE ? BROKER_DEVICE : BROKER_SERVICE;
     snprintf(c->who.id, sizeof(c->who.id), "%s", who.id);
     c->identified = true;
@@ -214,6 +218,7 @@ static int verify_cb(int ok, X509_STORE_CTX *store)
 /* ---- connections ----------------------------------------------------------- */
 
 static void on_io(evutil_socket_t fd, short what, void *arg);
+static void on_handshake_timeout(evutil_socket_t fd, short what, void *arg);
 
 static void queue_close(hub_conn *c)
 {
@@ -240,6 +245,8 @@ static void conn_free(hub_conn *c)
         event_free(c->ev);
     if (c->deadline)
         event_free(c->deadline);
+    if (c->expiry)
+        event_free(c->expiry);
     if (c->fd >= 0)
         close(c->fd);
     /* The address entry stays until its handshake bucket has refilled (see
@@ -355,6 +362,51 @@ static void read_conn(hub_conn *c)
         event_active(c->ev, EV_READ, 0);
 }
 
+static void on_cert_expired(evutil_socket_t fd, short what, void *arg)
+{
+    hub_conn *c = arg;
+    (void)fd, (void)what;
+    if (c->bc && !c->close_queued)
+        broker_close(c->srv->broker, c->bc, 0x87, "client certificate expired: connection closed");
+}
+
+/* After a failed handshake: the alert is on its way; stop sending, read and
+ * discard what the client still sends (its CONNECT, often), and close after a
+ * moment. Closing at once would make the kernel answer the client's next
+ * bytes with a reset that destroys the unread alert, so the client would see
+ * "connection reset" instead of, say, "certificate revoked". */
+static void linger_close(hub_conn *c)
+{
+    if (c->lingering || c->close_queued)
+        return;
+    c->lingering = true;
+    c->handshaking = false;
+    (void)shutdown(c->fd, SHUT_WR);
+    set_want_write(c, false);
+    if (!c->deadline)
+        c->deadline = evtimer_new(c->srv->base, on_handshake_timeout, c);
+    if (!c->deadline) {
+        queue_close(c);
+        return;
+    }
+    struct timeval tv = {1, 0};
+    evtimer_add(c->deadline, &tv);
+}
+
+static void drain_lingering(hub_conn *c)
+{
+    uint8_t junk[4096];
+    for (int i = 0; i < 16; i++) {
+        ssize_t n = recv(c->fd, junk, sizeof(junk), 0);
+        if (n > 0)
+            continue;
+        if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR))
+            return;
+        break; /* EOF or error: the client has gone */
+    }
+    queue_close(c);
+}
+
 static void handshake_done(hub_conn *c)
 {
     c->handshaking = false;
@@ -370,6 +422,13 @@ static void handshake_done(hub_conn *c)
     if (!c->bc) {
         queue_close(c);
         return;
+    }
+    /* A connection does not outlive its certificate. */
+    int64_t left = c->not_after - (int64_t)time(NULL);
+    c->expiry = evtimer_new(c->srv->base, on_cert_expired, c);
+    if (c->expiry) {
+        struct timeval tv = {(time_t)(left > 0 ? left : 0), 0};
+        evtimer_add(c->expiry, &tv);
     }
     log_msg(LOG_DEBUG, c->who.id, "%s: TLS %s established", c->peer, SSL_get_version(c->ssl));
 }
@@ -395,7 +454,7 @@ static void do_handshake(hub_conn *c)
     char why[256];
     log_msg(LOG_WARN, c->identified ? c->who.id : NULL, "%s: TLS handshake failed: %s", c->peer,
             tls_error_text(why, sizeof(why)));
-    queue_close(c);
+    linger_close(c);
 }
 
 static void on_io(evutil_socket_t fd, short what, void *arg)
@@ -404,7 +463,9 @@ static void on_io(evutil_socket_t fd, short what, void *arg)
     (void)fd;
     if (c->close_queued)
         return;
-    if (c->handshaking) {
+    if (c->lingering) {
+        drain_lingering(c);
+    } else if (c->handshaking) {
         do_handshake(c);
     } else {
         if (what & EV_WRITE)
@@ -419,8 +480,9 @@ static void on_handshake_timeout(evutil_socket_t fd, short what, void *arg)
 {
     hub_conn *c = arg;
     (void)fd, (void)what;
-    log_msg(LOG_WARN, NULL, "%s: no TLS handshake within %u s: dropped", c->peer,
-            c->srv->cfg.handshake_timeout_s);
+    if (!c->lingering)
+        log_msg(LOG_WARN, NULL, "%s: no TLS handshake within %u s: dropped", c->peer,
+                c->srv->cfg.handshake_timeout_s);
     queue_close(c);
 }
 
@@ -668,12 +730,55 @@ static void on_poll(evutil_socket_t fd, short what, void *arg)
     forget_addresses(arg);
 }
 
+/* SIGHUP: read the configuration file again. Limits, the TLS certificate
+ * and key (rotation) and the log format change in place; the listen address
+ * needs a restart. A file that does not load changes nothing. */
+static void reload_config(hub_server *srv)
+{
+    if (!srv->opts.config_path)
+        return;
+    hub_config fresh;
+    hub_config_defaults(&fresh, srv->cfg.data_dir);
+    char err[1024];
+    if (!hub_config_load(&fresh, srv->opts.config_path, err, sizeof(err))) {
+        log_msg(LOG_ERROR, NULL, "SIGHUP: configuration not reloaded: %s", err);
+        return;
+    }
+    if (!srv->opts.listen_override && (strcmp(fresh.listen_host, srv->cfg.listen_host) != 0 ||
+                                       fresh.listen_port != srv->cfg.listen_port))
+        log_msg(LOG_WARN, NULL, "SIGHUP: [hub] listen changed: takes effect at restart");
+    SSL_CTX *ctx = tls_server_ctx(&fresh, verify_cb, err, sizeof(err));
+    if (!ctx) {
+        log_msg(LOG_ERROR, NULL, "SIGHUP: TLS settings not reloaded (keeping the old): %s", err);
+    } else {
+        /* Live connections keep a reference to the context they were made
+         * with; new ones use the new certificate and settings. */
+        SSL_CTX_free(srv->ssl_ctx);
+        srv->ssl_ctx = ctx;
+        srv->cfg.tls_min_version = fresh.tls_min_version;
+    }
+    broker_set_limits(srv->broker, &fresh.limits);
+    srv->cfg.limits = fresh.limits;
+    srv->cfg.max_connections = fresh.max_connections;
+    srv->cfg.max_connections_per_ip = fresh.max_connections_per_ip;
+    srv->cfg.handshakes_per_second_per_ip = fresh.handshakes_per_second_per_ip;
+    srv->cfg.handshake_timeout_s = fresh.handshake_timeout_s;
+    srv->cfg.registry_poll_ms = fresh.registry_poll_ms;
+    if (!srv->opts.log_format_override)
+        log_set_json(fresh.log_json);
+    struct timeval poll = {(time_t)(fresh.registry_poll_ms / 1000),
+                           (suseconds_t)((fresh.registry_poll_ms % 1000) * 1000)};
+    event_add(srv->poll_ev, &poll);
+    log_msg(LOG_INFO, NULL, "SIGHUP: configuration reloaded from %s", srv->opts.config_path);
+}
+
 static void on_signal(evutil_socket_t sig, short what, void *arg)
 {
     hub_server *srv = arg;
     (void)what;
     if (sig == SIGHUP) {
-        log_msg(LOG_INFO, NULL, "SIGHUP: re-reading the registry");
+        log_msg(LOG_INFO, NULL, "SIGHUP: re-reading the configuration and the registry");
+        reload_config(srv);
         recheck_registry(srv, true);
         return;
     }
@@ -860,6 +965,9 @@ int hub_server_run(hub_server *srv)
 {
     log_msg(LOG_INFO, NULL, "listening on %s:%u (mutual TLS %s)", srv->cfg.listen_host,
             srv->port, srv->cfg.tls_min_version == 12 ? "1.2 and 1.3" : "1.3");
+    /* The registry may have changed while the hub was down: judge the
+     * subscriptions restored from hub.db by the policies in force now. */
+    recheck_registry(srv, true);
     arm_tick(srv);
     uint64_t stop_by = 0;
     int rc = 0;

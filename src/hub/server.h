@@ -5,6 +5,7 @@
 #ifndef MOAT_HUB_SERVER_H
 #define MOAT_HUB_SERVER_H
 
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -18,6 +19,11 @@ typedef struct hub_server_opts {
      * is the named service (which must exist in the registry). 0: none. */
     uint16_t test_port;
     const char *test_service;
+    /* For SIGHUP: the file to read again, and which settings came from the
+     * command line (they win over the file on reload too). */
+    const char *config_path;
+    bool listen_override;
+    bool log_format_override;
 } hub_server_opts;
 
 /* Load the TLS context, the registry and the store; bind the listeners.

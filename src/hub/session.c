@@ -7,6 +7,7 @@
  * so a device cannot open or take over another device's session by choosing
  * a client id (the MiSafes attack). Username and password are not used.
  */
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -153,10 +154,8 @@ void publish_will(broker *b, session *s, uint64_t now)
     s->will_at = 0;
     if (!m)
         return;
-    if (m->expires_at && m->expires_at <= now) {
-        msg_unref(m);
-        return;
-    }
+    if (s->will_expires) /* its lifetime starts now (3.1.3.2.4) */
+        m->expires_at = now + (uint64_t)s->will_expiry * 1000u;
     /* Policies may have changed since CONNECT. */
     if (!s->policies || !policy_may_publish(s->policies, m->topic)) {
         broker_log(b, BROKER_EV_REFUSED_PUBLISH, &s->who, "will message to %.*s not allowed",
@@ -252,7 +251,7 @@ session *session_restore(broker *b, const store_session_row *row)
 
 /* The will from CONNECT as a message, its properties normalised to those
  * that travel with a PUBLISH. */
-static msg *will_from_connect(const codec_connect *p, codec_bytes client_id, uint64_t now)
+static msg *will_from_connect(const codec_connect *p, codec_bytes client_id)
 {
     const codec_props *wp = &p->will_props;
     codec_props fwd = {0};
@@ -267,11 +266,9 @@ static msg *will_from_connect(const codec_connect *p, codec_bytes client_id, uin
     if (p->protocol_version == CODEC_V5 &&
         codec_props_encode(&fwd, CODEC_CTX_PUBLISH, block, sizeof(block), &n) != CODEC_OK)
         return NULL;
-    uint64_t expires = 0;
-    if (CODEC_HAS(wp, CODEC_PROP_MESSAGE_EXPIRY))
-        expires = now + (uint64_t)wp->message_expiry * 1000u;
+    /* Its expiry is set when it is published (publish_will). */
     return msg_new(p->will_topic, p->will_payload, (codec_bytes){block, n}, client_id,
-                   p->will_qos, p->will_retain, expires);
+                   p->will_qos, p->will_retain, 0);
 }
 
 void handle_connect(broker *b, broker_conn *c, const codec_connect *p, uint64_t now)
@@ -285,12 +282,23 @@ void handle_connect(broker *b, broker_conn *c, const codec_connect *p, uint64_t 
     }
     codec_bytes client_id = p->client_id;
     bool assigned = false;
+    char assigned_buf[96];
     if (client_id.len == 0) {
         if (p->protocol_version == CODEC_V311 && !p->clean_start) {
             refuse(b, c, 0x85, 0x02, "empty client identifier with a persistent session");
             return; /* [MQTT-3.1.3-8] */
         }
         client_id = (codec_bytes){(const uint8_t *)c->who.id, strlen(c->who.id)};
+        /* A service may use NAME/anything: give it an id no session uses
+         * ([MQTT-3.2.2-16]), not NAME, which would take over NAME's session. */
+        for (uint64_t n = now; c->who.kind == BROKER_SERVICE; n++) {
+            int len = snprintf(assigned_buf, sizeof(assigned_buf), "%s/%llx", c->who.id,
+                               (unsigned long long)n);
+            if (len > 0 && !hmap_get(&b->sessions, (const uint8_t *)assigned_buf, (size_t)len)) {
+                client_id = (codec_bytes){(const uint8_t *)assigned_buf, (size_t)len};
+                break;
+            }
+        }
         assigned = true;
     }
     if (client_id.len > MAX_CLIENT_ID || !client_id_allowed(&c->who, client_id)) {
@@ -401,7 +409,9 @@ void handle_connect(broker *b, broker_conn *c, const codec_connect *p, uint64_t 
     c->keep_alive = keep_alive;
 
     if (p->will_flag) {
-        s->will = will_from_connect(p, s->client_id, now);
+        s->will = will_from_connect(p, s->client_id);
+        s->will_expires = CODEC_HAS(&p->will_props, CODEC_PROP_MESSAGE_EXPIRY);
+        s->will_expiry = p->will_props.message_expiry;
         s->will_delay = CODEC_HAS(&p->will_props, CODEC_PROP_WILL_DELAY)
                             ? p->will_props.will_delay
                             : 0;

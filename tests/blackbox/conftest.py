@@ -6,6 +6,7 @@ test picks, and stop every process they start, on failure too.
 """
 import os
 import shutil
+import sys
 import socket
 import subprocess
 import time
@@ -14,6 +15,7 @@ import pytest
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 BUILD = os.environ.get("MOAT_BUILD", os.path.join(ROOT, "build"))
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 
 def program(name):
@@ -98,3 +100,17 @@ def mosquitto_broker(procs, tmp_path):
     proc = procs.start(["mosquitto", "-c", str(conf)])
     wait_for_port(port, proc=proc)
     return port
+
+
+@pytest.fixture
+def hub(procs, tmp_path):
+    """A fresh hub data directory (moatctl init) and a moatd that the test
+    starts with hub.start(). Stopped at the end of the test."""
+    from hubtools import Hub
+
+    h = Hub(procs, tmp_path, program, free_port, wait_for_port)
+    try:
+        yield h
+    finally:
+        if h.proc is not None and h.proc.poll() is None:
+            h.stop()

@@ -260,6 +260,54 @@ static inline void fuzz_walk_props_of(const codec_props *p, uint8_t version, cod
         FUZZ_CHECK(fuzz_props_empty(p));
 }
 
+/* Next user property or subscription identifier in a block, skipping the
+ * single-valued properties (which the encoder reorders). */
+static inline bool fuzz_next_repeatable(codec_bytes raw, size_t *pos, codec_prop *out)
+{
+    while (codec_props_next(raw, pos, out)) {
+        if (out->id == CODEC_PROP_USER || out->id == CODEC_PROP_SUBSCRIPTION_ID)
+            return true;
+    }
+    return false;
+}
+
+/* Two decoded property blocks hold the same properties: the same `present`
+ * bits and values, the same counts, and the same user properties and
+ * subscription identifiers in the same order. */
+static inline void fuzz_check_props_eq(const codec_props *a, const codec_props *b)
+{
+    FUZZ_CHECK(a->present == b->present);
+    for (unsigned id = 1; id <= CODEC_PROP_MAX_ID; id++) {
+        if (!CODEC_HAS(a, id))
+            continue;
+        codec_prop fa;
+        codec_prop fb;
+        FUZZ_CHECK(fuzz_prop_field(a, id, &fa));
+        FUZZ_CHECK(fuzz_prop_field(b, id, &fb));
+        FUZZ_CHECK(fa.num == fb.num);
+        FUZZ_CHECK(fuzz_bytes_eq(fa.str, fb.str));
+    }
+    FUZZ_CHECK(a->user_count == b->user_count);
+    FUZZ_CHECK(a->sub_id_count == b->sub_id_count);
+    FUZZ_CHECK(a->subscription_id == b->subscription_id);
+
+    size_t pa = 0;
+    size_t pb = 0;
+    codec_prop ra;
+    codec_prop rb;
+    for (;;) {
+        bool more_a = fuzz_next_repeatable(a->raw, &pa, &ra);
+        bool more_b = fuzz_next_repeatable(b->raw, &pb, &rb);
+        FUZZ_CHECK(more_a == more_b);
+        if (!more_a)
+            break;
+        FUZZ_CHECK(ra.id == rb.id);
+        FUZZ_CHECK(ra.num == rb.num);
+        FUZZ_CHECK(fuzz_bytes_eq(ra.str, rb.str));
+        FUZZ_CHECK(fuzz_bytes_eq(ra.value, rb.value));
+    }
+}
+
 /*
  * Everything codec.h promises about a packet that codec_decode returned
  * CODEC_OK for. version is the session's version the packet was decoded

@@ -28,51 +28,6 @@ static void check_bytes(codec_bytes a, codec_bytes b)
     FUZZ_CHECK(fuzz_bytes_eq(a, b));
 }
 
-/* Next user property or subscription identifier in a block, skipping the
- * single-valued properties (which the encoder reorders). */
-static bool next_repeatable(codec_bytes raw, size_t *pos, codec_prop *out)
-{
-    while (codec_props_next(raw, pos, out)) {
-        if (out->id == CODEC_PROP_USER || out->id == CODEC_PROP_SUBSCRIPTION_ID)
-            return true;
-    }
-    return false;
-}
-
-static void check_props(const codec_props *a, const codec_props *b)
-{
-    FUZZ_CHECK(a->present == b->present);
-    for (unsigned id = 1; id <= CODEC_PROP_MAX_ID; id++) {
-        if (!CODEC_HAS(a, id))
-            continue;
-        codec_prop fa;
-        codec_prop fb;
-        FUZZ_CHECK(fuzz_prop_field(a, id, &fa));
-        FUZZ_CHECK(fuzz_prop_field(b, id, &fb));
-        FUZZ_CHECK(fa.num == fb.num);
-        check_bytes(fa.str, fb.str);
-    }
-    FUZZ_CHECK(a->user_count == b->user_count);
-    FUZZ_CHECK(a->sub_id_count == b->sub_id_count);
-    FUZZ_CHECK(a->subscription_id == b->subscription_id);
-
-    size_t pa = 0;
-    size_t pb = 0;
-    codec_prop ra;
-    codec_prop rb;
-    for (;;) {
-        bool more_a = next_repeatable(a->raw, &pa, &ra);
-        bool more_b = next_repeatable(b->raw, &pb, &rb);
-        FUZZ_CHECK(more_a == more_b);
-        if (!more_a)
-            break;
-        FUZZ_CHECK(ra.id == rb.id);
-        FUZZ_CHECK(ra.num == rb.num);
-        check_bytes(ra.str, rb.str);
-        check_bytes(ra.value, rb.value);
-    }
-}
-
 static void check_subscriptions(const codec_subscribe *a, const codec_subscribe *b, uint8_t version)
 {
     FUZZ_CHECK(a->count == b->count);
@@ -121,12 +76,12 @@ static void check_packets(const codec_packet *a, const codec_packet *b, uint8_t 
         FUZZ_CHECK(x->protocol_version == y->protocol_version);
         FUZZ_CHECK(x->clean_start == y->clean_start);
         FUZZ_CHECK(x->keep_alive == y->keep_alive);
-        check_props(&x->props, &y->props);
+        fuzz_check_props_eq(&x->props, &y->props);
         check_bytes(x->client_id, y->client_id);
         FUZZ_CHECK(x->will_flag == y->will_flag);
         FUZZ_CHECK(x->will_qos == y->will_qos);
         FUZZ_CHECK(x->will_retain == y->will_retain);
-        check_props(&x->will_props, &y->will_props);
+        fuzz_check_props_eq(&x->will_props, &y->will_props);
         check_bytes(x->will_topic, y->will_topic);
         check_bytes(x->will_payload, y->will_payload);
         FUZZ_CHECK(x->username_flag == y->username_flag);
@@ -138,7 +93,7 @@ static void check_packets(const codec_packet *a, const codec_packet *b, uint8_t 
     case CODEC_CONNACK:
         FUZZ_CHECK(a->u.connack.session_present == b->u.connack.session_present);
         FUZZ_CHECK(a->u.connack.reason == b->u.connack.reason);
-        check_props(&a->u.connack.props, &b->u.connack.props);
+        fuzz_check_props_eq(&a->u.connack.props, &b->u.connack.props);
         break;
     case CODEC_PUBLISH: {
         const codec_publish *x = &a->u.publish;
@@ -148,7 +103,7 @@ static void check_packets(const codec_packet *a, const codec_packet *b, uint8_t 
         FUZZ_CHECK(x->retain == y->retain);
         check_bytes(x->topic, y->topic);
         FUZZ_CHECK(x->packet_id == y->packet_id);
-        check_props(&x->props, &y->props);
+        fuzz_check_props_eq(&x->props, &y->props);
         check_bytes(x->payload, y->payload);
         break;
     }
@@ -158,22 +113,22 @@ static void check_packets(const codec_packet *a, const codec_packet *b, uint8_t 
     case CODEC_PUBCOMP:
         FUZZ_CHECK(a->u.ack.packet_id == b->u.ack.packet_id);
         FUZZ_CHECK(a->u.ack.reason == b->u.ack.reason);
-        check_props(&a->u.ack.props, &b->u.ack.props);
+        fuzz_check_props_eq(&a->u.ack.props, &b->u.ack.props);
         break;
     case CODEC_SUBSCRIBE:
         FUZZ_CHECK(a->u.subscribe.packet_id == b->u.subscribe.packet_id);
-        check_props(&a->u.subscribe.props, &b->u.subscribe.props);
+        fuzz_check_props_eq(&a->u.subscribe.props, &b->u.subscribe.props);
         check_subscriptions(&a->u.subscribe, &b->u.subscribe, version);
         break;
     case CODEC_SUBACK:
     case CODEC_UNSUBACK:
         FUZZ_CHECK(a->u.suback.packet_id == b->u.suback.packet_id);
-        check_props(&a->u.suback.props, &b->u.suback.props);
+        fuzz_check_props_eq(&a->u.suback.props, &b->u.suback.props);
         check_bytes(a->u.suback.reasons, b->u.suback.reasons);
         break;
     case CODEC_UNSUBSCRIBE:
         FUZZ_CHECK(a->u.unsubscribe.packet_id == b->u.unsubscribe.packet_id);
-        check_props(&a->u.unsubscribe.props, &b->u.unsubscribe.props);
+        fuzz_check_props_eq(&a->u.unsubscribe.props, &b->u.unsubscribe.props);
         check_unsubscriptions(&a->u.unsubscribe, &b->u.unsubscribe);
         break;
     case CODEC_PINGREQ:
@@ -182,7 +137,7 @@ static void check_packets(const codec_packet *a, const codec_packet *b, uint8_t 
     case CODEC_DISCONNECT:
     case CODEC_AUTH:
         FUZZ_CHECK(a->u.disconnect.reason == b->u.disconnect.reason);
-        check_props(&a->u.disconnect.props, &b->u.disconnect.props);
+        fuzz_check_props_eq(&a->u.disconnect.props, &b->u.disconnect.props);
         break;
     default:
         FUZZ_CHECK(!"unknown packet type decoded");
