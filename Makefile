@@ -74,7 +74,7 @@ bench-smoke: build
 lint:
 	@scripts/check-banned
 
-check: lint unit unit-san blackbox fuzz-smoke
+check: lint unit unit-san blackbox fuzz-smoke bench-smoke
 	@echo "make check: all passed"
 
 format:

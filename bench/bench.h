@@ -185,7 +185,7 @@ typedef struct bench {
     uint32_t npubs, nsubs;
     uint32_t fan; /* deliveries per publish when nothing is lost */
     _Atomic int phase;
-    _Atomic uint64_t forgiven; /* QoS 0 messages written off as lost by the window */
+    _Atomic uint64_t forgiven; /* deliveries written off as lost by the window */
     _Atomic uint64_t last_forgive;
     _Atomic bool stop_publishing;
     pthread_mutex_t err_lock;
@@ -207,6 +207,9 @@ uint64_t bench_total_sent(bench *b);
 uint64_t bench_total_recv(bench *b);
 uint64_t bench_total_opened(bench *b);
 uint64_t bench_total_failed(bench *b);
+
+/* Deliveries owed for what was published, less what was written off. */
+uint64_t bench_in_flight(bench *b);
 
 /* Remember the first error of the run (thread-safe). */
 void bench_note_error(bench *b, const char *msg);

@@ -83,6 +83,13 @@ uint64_t bench_total_opened(bench *b)
     return sum_counter(b, offsetof(wcount, opened));
 }
 
+uint64_t bench_in_flight(bench *b)
+{
+    uint64_t expected = bench_total_sent(b) * b->fan;
+    uint64_t done = bench_total_recv(b) + atomic_load_explicit(&b->forgiven, memory_order_relaxed);
+    return expected > done ? expected - done : 0;
+}
+
 uint64_t bench_total_failed(bench *b)
 {
     return sum_counter(b, offsetof(wcount, failed));
@@ -711,11 +718,9 @@ static bool publish_due(worker *w, uint64_t now)
         uint64_t due = (uint64_t)((double)(now - w->rate_t0) * w->rate / 1e9) + 1;
         allowance = due > w->rate_sent ? due - w->rate_sent : 0;
     } else {
-        uint64_t sent = bench_total_sent(b);
-        uint64_t done =
-            bench_total_recv(b) / b->fan + atomic_load_explicit(&b->forgiven, memory_order_relaxed);
-        uint64_t out = sent > done ? sent - done : 0;
-        allowance = o->window > out ? (o->window - out) : 0;
+        /* The window counts deliveries: a fan-out publish is N of them. */
+        uint64_t out = bench_in_flight(b);
+        allowance = o->window > out ? (o->window - out + b->fan - 1) / b->fan : 0;
         /* Every worker sees the same window: take a share of it. */
         if (o->threads > 1)
             allowance = (allowance + o->threads - 1) / o->threads;

@@ -65,7 +65,7 @@ static const char CONFIG[] =
     "max_topic_levels = 16\n"
     "# Most subscriptions one session may hold (count).\n"
     "max_subscriptions = 64\n"
-    "# Most QoS 1/2 messages in flight to one client, awaiting acknowledgement (count).\n"
+    "# Most QoS 1/2 messages in flight each way between the hub and one client (count).\n"
     "max_inflight = 32\n"
     "# Most messages queued for one offline or slow session; more are dropped (count).\n"
     "max_queued = 1000\n"

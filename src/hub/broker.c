@@ -222,6 +222,8 @@ static bool load_queue(void *ctx, const store_queue_row *row)
     else
         s->queue_head = d;
     s->queue_tail = d;
+    if (!s->send_next)
+        s->send_next = d;
     s->queued++;
     if (d->state != DELIVERY_QUEUED)
         s->inflight++;

@@ -139,6 +139,9 @@ struct session {
     size_t nsubs, subs_cap;
 
     delivery *queue_head, *queue_tail; /* every delivery, in order */
+    delivery *send_next;   /* no unsent delivery comes before it; NULL: none
+                              is unsent. Spares session_pump a walk over
+                              everything in flight on every message. */
     size_t queued;         /* deliveries in the list */
     size_t inflight;       /* SENT or RELEASED */
     uint64_t next_seq;
@@ -171,6 +174,11 @@ struct session {
 
     double rate_tokens;    /* publish rate limit (token bucket) */
     uint64_t rate_at;
+
+    uint8_t *pid_bits;     /* packet ids in use, one bit each; made once a
+                              session has many messages in flight */
+    uint64_t drops;        /* messages dropped for this session */
+    uint64_t drops_logged_at;
 };
 
 /* ---- connections -------------------------------------------------------- */

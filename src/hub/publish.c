@@ -12,6 +12,7 @@
  * way to learn of a refusal, and acknowledging a message that was dropped
  * would be a lie, so its connection is closed ([MQTT-3.3.5-2] allows either).
  */
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -427,18 +428,38 @@ static void queue_row(const session *s, const delivery *d, store_queue_row *row)
     memcpy(row->sub_ids, d->sub_ids, sizeof(row->sub_ids));
 }
 
+/* Count a dropped message; log it at most once per 10 s per session, with
+ * the running count: a hub that wrote a line per drop under overload would
+ * spend its time logging instead of delivering. */
+static void note_drop(broker *b, session *s, const msg *m, const char *why, uint64_t now)
+{
+    b->stats.dropped++;
+    s->drops++;
+    if (s->drops_logged_at && now - s->drops_logged_at < 10000)
+        return;
+    s->drops_logged_at = now ? now : 1;
+    broker_log(b, BROKER_EV_DROPPED, &s->who,
+               "queue of '%.*s' %s: message to '%.*s' dropped (%llu dropped so far; logged "
+               "at most every 10 s)",
+               (int)s->client_id.len, (const char *)s->client_id.ptr, why, (int)m->topic.len,
+               (const char *)m->topic.ptr, (unsigned long long)s->drops);
+}
+
 void session_enqueue(broker *b, session *s, msg *m, uint8_t qos, bool retain,
                      const uint32_t *sub_ids, size_t nsub_ids, uint64_t now)
 {
-    (void)now;
     if (!s->conn && qos == 0)
         return; /* QoS 0 is not kept for offline sessions */
     if (s->queued >= b->lim.max_queued) {
-        b->stats.dropped++;
-        broker_log(b, BROKER_EV_DROPPED, &s->who,
-                   "queue of '%.*s' full (%zu messages): message to '%.*s' dropped",
-                   (int)s->client_id.len, (const char *)s->client_id.ptr, s->queued,
-                   (int)m->topic.len, (const char *)m->topic.ptr);
+        char why[64];
+        snprintf(why, sizeof(why), "full (%zu messages)", s->queued);
+        note_drop(b, s, m, why, now);
+        return;
+    }
+    /* At most once: a QoS 0 message for a client that is not keeping up is
+     * dropped rather than queued behind output it has not read. */
+    if (qos == 0 && s->conn && s->conn->out.len >= OUTPUT_HIGH_WATER) {
+        note_drop(b, s, m, "not keeping up (QoS 0)", now);
         return;
     }
     delivery *d = calloc(1, sizeof(*d));
@@ -463,12 +484,17 @@ void session_enqueue(broker *b, session *s, msg *m, uint8_t qos, bool retain,
     else
         s->queue_head = d;
     s->queue_tail = d;
+    if (!s->send_next)
+        s->send_next = d;
     s->queued++;
     s->route_delivery = d;
 }
 
+static void pid_mark(session *s, uint16_t id, bool used);
+
 void delivery_free(broker *b, session *s, delivery *d, bool delete_row)
 {
+    pid_mark(s, d->packet_id, false);
     if (d->stored) {
         if (delete_row && store_touch(b, s->conn)) {
             broker_store *st = b->cfg.store;
@@ -486,6 +512,8 @@ void delivery_free(broker *b, session *s, delivery *d, bool delete_row)
 
 static void unlink_delivery(session *s, delivery *d)
 {
+    if (s->send_next == d)
+        s->send_next = d->next;
     delivery *prev = NULL;
     for (delivery *x = s->queue_head; x; prev = x, x = x->next) {
         if (x != d)
@@ -506,22 +534,69 @@ static void remove_delivery(broker *b, session *s, delivery *d)
     delivery_free(b, s, d, true);
 }
 
+/* Deliveries are sent in queue order, so those holding a packet id (in
+ * flight, or held back by session_resend) are a prefix of the queue: every
+ * walk over them stops at the first one never sent, and costs at most the
+ * send window, however long the queue behind it. */
+static bool never_sent(const delivery *d)
+{
+    return d->state == DELIVERY_QUEUED && d->packet_id == 0;
+}
+
+/* Sessions with this many messages in flight track packet ids in a bitmap
+ * (8 KiB) instead of walking the in-flight prefix for every new id. */
+#define PID_BITMAP_AT 32u
+
 static bool packet_id_in_use(const session *s, uint16_t id)
 {
-    for (const delivery *d = s->queue_head; d; d = d->next)
-        if (d->packet_id == id) /* in flight, or held back by session_resend */
+    if (s->pid_bits)
+        return s->pid_bits[id >> 3] & (1u << (id & 7));
+    for (const delivery *d = s->queue_head; d && !never_sent(d); d = d->next)
+        if (d->packet_id == id)
             return true;
     return false;
 }
 
+static void pid_mark(session *s, uint16_t id, bool used)
+{
+    if (!s->pid_bits || id == 0)
+        return;
+    if (used)
+        s->pid_bits[id >> 3] |= (uint8_t)(1u << (id & 7));
+    else
+        s->pid_bits[id >> 3] &= (uint8_t)~(1u << (id & 7));
+}
+
+/* Start the bitmap from the ids held now (a failed allocation keeps the walk). */
+static void pid_bitmap_start(session *s)
+{
+    if (s->pid_bits || s->inflight < PID_BITMAP_AT)
+        return;
+    s->pid_bits = calloc(65536 / 8, 1);
+    for (const delivery *d = s->queue_head; s->pid_bits && d && !never_sent(d); d = d->next)
+        pid_mark(s, d->packet_id, true);
+}
+
+/* How many QoS 1/2 messages may be unacknowledged toward this client: its
+ * Receive Maximum, and no more than the hub's own max_inflight, which keeps
+ * every per-acknowledgement walk short. */
+static size_t send_window(const broker *b, const session *s)
+{
+    return s->client_receive_max < b->lim.max_inflight ? s->client_receive_max
+                                                       : b->lim.max_inflight;
+}
+
 static uint16_t next_packet_id(session *s)
 {
+    pid_bitmap_start(s);
     for (unsigned tries = 0; tries < 65535u; tries++) {
         uint16_t id = s->next_packet_id++;
         if (s->next_packet_id == 0)
             s->next_packet_id = 1;
-        if (id != 0 && !packet_id_in_use(s, id))
+        if (id != 0 && !packet_id_in_use(s, id)) {
+            pid_mark(s, id, true);
             return id;
+        }
     }
     return 0;
 }
@@ -620,8 +695,9 @@ void session_pump(broker *b, session *s, uint64_t now)
     broker_conn *c = s->conn;
     if (!c || c->state != CONN_ACTIVE)
         return;
-    delivery *d = s->queue_head;
+    delivery *d = s->send_next;
     while (d && c->state == CONN_ACTIVE) {
+        s->send_next = d; /* whatever returns below, nothing unsent is before d */
         delivery *next = d->next;
         if (d->state != DELIVERY_QUEUED) {
             d = next;
@@ -636,7 +712,7 @@ void session_pump(broker *b, session *s, uint64_t now)
         if (c->out.len >= OUTPUT_HIGH_WATER)
             return; /* resumes from broker_output_drained */
         if (d->qos > 0) {
-            if (s->inflight >= s->client_receive_max)
+            if (s->inflight >= send_window(b, s))
                 return;
             if (!again)
                 d->packet_id = next_packet_id(s);
@@ -665,6 +741,8 @@ void session_pump(broker *b, session *s, uint64_t now)
         }
         d = next;
     }
+    if (!d)
+        s->send_next = NULL;
 }
 
 void session_resend(broker *b, session *s, uint64_t now)
@@ -673,7 +751,8 @@ void session_resend(broker *b, session *s, uint64_t now)
     /* No more in flight than the new connection's Receive Maximum
      * ([MQTT-3.3.4-9]): PUBLISHes past it wait in the queue, with their
      * packet ids, for session_pump. */
-    size_t room = s->client_receive_max;
+    size_t room = send_window(b, s);
+    s->send_next = s->queue_head; /* some may go back to unsent below */
     for (delivery *d = s->queue_head; d; d = d->next)
         if (d->state == DELIVERY_RELEASED && room > 0)
             room--;
@@ -694,7 +773,7 @@ void session_resend(broker *b, session *s, uint64_t now)
 
 static delivery *find_inflight(session *s, uint16_t id, uint8_t state, uint8_t qos)
 {
-    for (delivery *d = s->queue_head; d; d = d->next)
+    for (delivery *d = s->queue_head; d && !never_sent(d); d = d->next)
         if (d->state == state && d->packet_id == id && d->qos == qos)
             return d;
     return NULL;

@@ -143,6 +143,7 @@ void session_destroy(broker *b, session *s)
     policy_set_free(s->policies);
     alias_reset(b, s);
     free(s->qos2_in);
+    free(s->pid_bits);
     free(s->client_id_mem);
     free(s);
 }

@@ -561,7 +561,9 @@ def test_max_queued_offline(hub):
     acks = [pub.expect(rm.PUBACK) for _ in range(10)]
     assert [a.pid for a in acks] == list(range(1, 11))
     hub.wait_log(r"queue of 'svc/q' full \(5 messages\): message to 't/q' dropped")
-    assert hub.log().count("queue of 'svc/q' full") == 5
+    # One line, with the count; more drops within 10 s are counted, not logged
+    # (a line per drop would let overload turn into a logging storm).
+    assert hub.log().count("queue of 'svc/q' full") == 1
 
     sub = rm.RawClient.open(hub, svc)
     assert sub.mqtt_connect("svc/q", clean=False, expiry=300).session_present
