@@ -357,8 +357,9 @@ static void read_conn(hub_conn *c)
             return;
         broker_input(c->srv->broker, c->bc, data, (size_t)n, now_ms());
     }
-    /* More may be buffered inside OpenSSL: come back next pass. */
-    if (c->ssl && SSL_pending(c->ssl) > 0)
+    /* More may be buffered inside OpenSSL (decrypted, or records read ahead
+     * and not yet decrypted): come back next pass. */
+    if (c->ssl && SSL_has_pending(c->ssl))
         event_active(c->ev, EV_READ, 0);
 }
 
