@@ -33,6 +33,11 @@ typedef struct msg {
 
 msg *msg_new(codec_bytes topic, codec_bytes payload, codec_bytes props, codec_bytes origin,
              uint8_t qos, bool retain, uint64_t expires_at);
+/* msg_new with the forwardable subset of a PUBLISH's (or a will's)
+ * properties encoded as its block; props may be NULL. NULL when out of memory
+ * or the properties cannot be encoded. */
+msg *msg_with_props(codec_bytes topic, codec_bytes payload, const codec_props *props,
+                    codec_bytes origin, uint8_t qos, bool retain, uint64_t expires_at);
 msg *msg_ref(msg *m);
 void msg_unref(msg *m);
 

@@ -136,18 +136,6 @@ static bool rate_ok(broker *b, session *s, uint64_t now)
     return true;
 }
 
-/* The properties that travel with a message to its subscribers. */
-static bool forward_props(const codec_publish *p, uint8_t *block, size_t cap, size_t *len)
-{
-    *len = 0;
-    if (p->props.raw.len == 0)
-        return true;
-    codec_props fwd = p->props;
-    fwd.present &= (1ull << CODEC_PROP_PAYLOAD_FORMAT) | (1ull << CODEC_PROP_CONTENT_TYPE) |
-                   (1ull << CODEC_PROP_RESPONSE_TOPIC) | (1ull << CODEC_PROP_CORRELATION_DATA);
-    return codec_props_encode(&fwd, CODEC_CTX_PUBLISH, block, cap, len) == CODEC_OK;
-}
-
 void handle_publish(broker *b, broker_conn *c, const codec_publish *in, uint64_t now)
 {
     session *s = c->s;
@@ -189,17 +177,11 @@ void handle_publish(broker *b, broker_conn *c, const codec_publish *in, uint64_t
         }
     }
 
-    uint8_t block[8192];
-    size_t block_len;
-    if (!forward_props(&p, block, sizeof(block), &block_len)) {
-        refuse_publish(b, c, &p, 0x83, "properties too large to forward");
-        return;
-    }
     uint64_t expires = 0;
     if (CODEC_HAS(&p.props, CODEC_PROP_MESSAGE_EXPIRY))
         expires = now + (uint64_t)p.props.message_expiry * 1000u;
-    msg *m = msg_new(p.topic, p.payload, (codec_bytes){block, block_len}, s->client_id, p.qos,
-                     p.retain, expires);
+    msg *m = msg_with_props(p.topic, p.payload, s->version == CODEC_V5 ? &p.props : NULL,
+                            s->client_id, p.qos, p.retain, expires);
     if (!m) {
         refuse_publish(b, c, &p, 0x83, "out of memory");
         return;

@@ -254,22 +254,10 @@ session *session_restore(broker *b, const store_session_row *row)
  * that travel with a PUBLISH. */
 static msg *will_from_connect(const codec_connect *p, codec_bytes client_id)
 {
-    const codec_props *wp = &p->will_props;
-    codec_props fwd = {0};
-    uint64_t props_keep = (1ull << CODEC_PROP_PAYLOAD_FORMAT) |
-                          (1ull << CODEC_PROP_CONTENT_TYPE) |
-                          (1ull << CODEC_PROP_RESPONSE_TOPIC) |
-                          (1ull << CODEC_PROP_CORRELATION_DATA);
-    fwd = *wp;
-    fwd.present &= props_keep;
-    uint8_t block[4096];
-    size_t n = 0;
-    if (p->protocol_version == CODEC_V5 &&
-        codec_props_encode(&fwd, CODEC_CTX_PUBLISH, block, sizeof(block), &n) != CODEC_OK)
-        return NULL;
     /* Its expiry is set when it is published (publish_will). */
-    return msg_new(p->will_topic, p->will_payload, (codec_bytes){block, n}, client_id,
-                   p->will_qos, p->will_retain, 0);
+    return msg_with_props(p->will_topic, p->will_payload,
+                          p->protocol_version == CODEC_V5 ? &p->will_props : NULL, client_id,
+                          p->will_qos, p->will_retain, 0);
 }
 
 void handle_connect(broker *b, broker_conn *c, const codec_connect *p, uint64_t now)
@@ -411,6 +399,9 @@ void handle_connect(broker *b, broker_conn *c, const codec_connect *p, uint64_t 
 
     if (p->will_flag) {
         s->will = will_from_connect(p, s->client_id);
+        if (!s->will)
+            broker_log(b, BROKER_EV_STORE_FAILED, &c->who,
+                       "out of memory: the will message of this connection is not kept");
         s->will_expires = CODEC_HAS(&p->will_props, CODEC_PROP_MESSAGE_EXPIRY);
         s->will_expiry = p->will_props.message_expiry;
         s->will_delay = CODEC_HAS(&p->will_props, CODEC_PROP_WILL_DELAY)

@@ -7,6 +7,7 @@ import datetime
 import os
 import signal
 import ssl
+import time
 
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
@@ -179,3 +180,42 @@ def test_unsupported_protocol_level_gets_connack(hub):
             assert (t, ack) == (2, b"\x00\x01"), (t, ack)
         finally:
             raw.close()
+
+
+def test_large_user_properties_are_forwarded(hub):
+    """Properties are bounded by the packet size limits only: a 20 KB user
+    property on a PUBLISH and a 6 KB one on a will reach subscribers intact
+    (fixed 8 KiB / 4 KiB buffers once refused the first and dropped the will)."""
+    import paho.mqtt.client as mqtt
+    svc = hub.add_service("svc", "allow connect\nallow all t/#\n")
+    hub.start()
+    big = "v" * 20000
+    sub = hub.paho(svc, client_id="svc/sub")
+    sub.subscribe("t/#", qos=1)
+    time.sleep(0.3)
+    props = hub.props("PUBLISH", UserProperty=[("k", big)])
+    pub = hub.paho(svc, client_id="svc/pub")
+    pub.publish("t/x", b"1", qos=1, properties=props).wait_for_publish(5)
+
+    # A will travels in CONNECT, under max_packet_before_connect (8 KiB), but
+    # above the 4 KiB the old buffer held.
+    will_big = "w" * 6000
+    will_props = hub.props("WILLMESSAGE", UserProperty=[("w", will_big)])
+    dying = mqtt.Client(client_id="svc/dying", protocol=mqtt.MQTTv5)
+    dying.tls_set_context(hub.ssl_context(svc))
+    dying.will_set("t/will", b"gone", qos=1, properties=will_props)
+    dying.connect("127.0.0.1", hub.port, keepalive=30)
+    dying.loop_start()
+    time.sleep(0.5)
+    sock = dying.socket()
+    dying.loop_stop()
+    sock.close()  # abrupt: no DISCONNECT, so the will is published
+
+    msgs = hub.wait_messages(sub, 2, timeout=8)
+    got = {m.topic: m for m in msgs}
+    assert set(got) == {"t/x", "t/will"}, [m.topic for m in msgs]
+    assert got["t/x"].properties.UserProperty == [("k", big)]
+    assert got["t/will"].properties.UserProperty == [("w", will_big)]
+    for c in (sub, pub):
+        c.loop_stop()
+        c.disconnect()
