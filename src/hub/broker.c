@@ -77,6 +77,14 @@ static void list_remove(broker_conn **arr, size_t *len, broker_conn *c)
     }
 }
 
+bool broker_hold_list(broker *b, broker_conn *c)
+{
+    if (!list_push(&b->holding, &b->nholding, &b->holding_cap, c))
+        return false;
+    c->holding_listed = true;
+    return true;
+}
+
 void conn_mark_dirty(broker *b, broker_conn *c)
 {
     if (c->dirty)
@@ -111,13 +119,12 @@ void conn_close(broker *b, broker_conn *c, uint8_t reason, const char *why)
             (void)buf_append(&c->out, pkt, n);
     }
     if (why && reason >= 0x80)
-        broker_log(b, BROKER_EV_PROTOCOL_ERROR, &c->who, "closing connection: %s (0x%02x %s)",
-                   why, reason, codec_reason_name(reason));
+        broker_log(b, BROKER_EV_PROTOCOL_ERROR, &c->who, "closing connection: %s (0x%02x %s)", why,
+                   reason, codec_reason_name(reason));
     c->state = CONN_CLOSING;
     timer_disarm(&b->timers, &c->timer);
     conn_mark_dirty(b, c);
-    if (!c->closing_listed &&
-        list_push(&b->closing, &b->nclosing, &b->closing_cap, c))
+    if (!c->closing_listed && list_push(&b->closing, &b->nclosing, &b->closing_cap, c))
         c->closing_listed = true;
 }
 
@@ -212,8 +219,13 @@ static bool load_queue(void *ctx, const store_queue_row *row)
     delivery *d = calloc(1, sizeof(*d));
     if (!d)
         return false;
-    *d = (delivery){.m = msg_ref(m), .seq = row->seq, .qos = row->qos, .retain = row->retain,
-                    .state = row->state, .stored = true, .packet_id = row->packet_id};
+    *d = (delivery){.m = msg_ref(m),
+                    .seq = row->seq,
+                    .qos = row->qos,
+                    .retain = row->retain,
+                    .state = row->state,
+                    .stored = true,
+                    .packet_id = row->packet_id};
     d->nsub_ids = row->nsub_ids > DELIVERY_MAX_SUB_IDS ? DELIVERY_MAX_SUB_IDS : row->nsub_ids;
     memcpy(d->sub_ids, row->sub_ids, d->nsub_ids * sizeof(uint32_t));
     m->durable_refs++;
@@ -273,8 +285,8 @@ static bool load_store(broker *b)
     load_ctx l = {.b = b};
     if (!hmap_init(&l.msgs))
         return false;
-    store_loader loader = {&l, load_msg, load_session, load_sub, load_queue, load_qos2,
-                           load_retained};
+    store_loader loader = {&l,         load_msg,  load_session, load_sub,
+                           load_queue, load_qos2, load_retained};
     bool ok = st->load(st->ctx, &loader);
     /* Messages nothing durable points at any more were garbage in the store. */
     size_t bucket = 0;
@@ -304,7 +316,13 @@ broker *broker_new(const broker_config *config, uint64_t now_ms)
         return NULL;
     b->cfg = *config;
     b->lim = config->limits;
-    if (!hmap_init(&b->sessions))
+    b->pass = 1;
+    if (config->relay) {
+        b->relay = *config->relay;
+        b->relayed = b->relay.forward != NULL;
+    }
+    b->cfg.relay = NULL; /* b->relay is the copy */
+    if (!hmap_init(&b->sessions) || !hmap_init(&b->unmatched))
         goto fail;
     b->subs = tree_new();
     b->shared = tree_new();
@@ -375,6 +393,8 @@ void broker_free(broker *b)
     free(b->handed_dirty);
     free(b->handed_closing);
     free(b->touched);
+    free(b->holding);
+    hmap_free(&b->unmatched);
     free(b);
 }
 
@@ -413,6 +433,15 @@ void broker_conn_gone(broker *b, broker_conn *c, uint64_t now_ms)
         list_remove(b->dirty, &b->ndirty, c);
     if (c->closing_listed)
         list_remove(b->closing, &b->nclosing, c);
+    if (c->holding_listed)
+        list_remove(b->holding, &b->nholding, c);
+    while (c->held) {
+        held_ack *h = c->held;
+        c->held = h->next;
+        if (h->gid)
+            hmap_del(&b->unmatched, (const uint8_t *)&h->gid, sizeof(h->gid));
+        free(h);
+    }
     if (c->prev)
         c->prev->next = c->next;
     else
@@ -509,8 +538,8 @@ void broker_input(broker *b, broker_conn *c, const uint8_t *data, size_t len, ui
         len -= n;
 
         while (c->state != CONN_CLOSING) {
-            size_t limit = c->state == CONN_NEW ? b->lim.max_packet_before_connect
-                                                : b->lim.max_packet_size;
+            size_t limit =
+                c->state == CONN_NEW ? b->lim.max_packet_before_connect : b->lim.max_packet_size;
             codec_decode_opts opts = {.version = c->state == CONN_NEW ? 0 : c->version,
                                       .sender = CODEC_FROM_CLIENT,
                                       .max_packet = limit};
@@ -534,7 +563,21 @@ void broker_input(broker *b, broker_conn *c, const uint8_t *data, size_t len, ui
 
 /* ---- end of pass -------------------------------------------------------- */
 
+uint64_t broker_pass(const broker *b)
+{
+    return b->pass;
+}
+
+static bool commit_pass(broker *b);
+
 bool broker_commit(broker *b)
+{
+    bool ok = commit_pass(b);
+    b->pass++;
+    return ok;
+}
+
+static bool commit_pass(broker *b)
 {
     if (!b->in_txn && !b->store_failed)
         return true;
@@ -668,8 +711,8 @@ void broker_reauthorize(broker *b,
     hmap_entry *it = NULL, *e;
     while ((e = hmap_next(&b->sessions, &bucket, &it))) {
         session *s = e->value;
-        policy_set *fresh = b->cfg.policies_for ? b->cfg.policies_for(b->cfg.policies_ctx, &s->who)
-                                                : NULL;
+        policy_set *fresh =
+            b->cfg.policies_for ? b->cfg.policies_for(b->cfg.policies_ctx, &s->who) : NULL;
         if (!fresh && policy_set_deny_all(&fresh) != POLICY_OK)
             fresh = NULL;
         policy_set_free(s->policies);
@@ -705,6 +748,30 @@ void broker_shutdown(broker *b, uint64_t now_ms)
      * the client's DISCONNECT is one of the cases the spec names (3.1.2.5). */
     for (broker_conn *c = b->conns; c; c = c->next)
         conn_close(b, c, 0x8B, NULL);
+}
+
+typedef struct retained_walk {
+    void (*fn)(void *ctx, const broker_fwd *f);
+    void *ctx;
+} retained_walk;
+
+static void visit_retained_msg(tree_node *node, void *value, void *ctx)
+{
+    retained_walk *w = ctx;
+    msg *m = value;
+    (void)node;
+    if (!m)
+        return;
+    broker_fwd f = {m->topic,      m->payload, m->props,
+                    m->origin,     m->qos,     m->retain,
+                    m->expires_at, m->gid,     BROKER_FWD_RETAIN_REPLICA};
+    w->fn(w->ctx, &f);
+}
+
+void broker_retained_each(broker *b, void (*fn)(void *ctx, const broker_fwd *f), void *ctx)
+{
+    retained_walk w = {fn, ctx};
+    tree_walk(b->retained, visit_retained_msg, &w);
 }
 
 void broker_get_stats(const broker *b, broker_stats *out)

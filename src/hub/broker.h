@@ -45,19 +45,19 @@ typedef struct broker_principal {
 /* Limits from the config ([limits]); broker_limits_default() gives the
  * documented defaults. */
 typedef struct broker_limits {
-    size_t max_packet_size;          /* largest packet accepted from a client */
+    size_t max_packet_size;           /* largest packet accepted from a client */
     size_t max_packet_before_connect; /* largest first packet (unauthenticated) */
     size_t max_topic_length;
     size_t max_topic_levels;
-    size_t max_subscriptions;        /* per session */
-    uint16_t max_inflight;           /* receive maximum announced to clients */
-    size_t max_queued;               /* messages queued per session */
-    size_t max_output;               /* bytes buffered for a slow reader */
-    uint16_t max_keep_alive;         /* seconds; larger requests are lowered */
-    uint32_t max_session_expiry;     /* seconds */
-    uint32_t max_publish_rate;       /* messages per second per device; 0: none */
-    uint16_t topic_alias_maximum;    /* aliases a client may use toward us */
-    uint32_t connect_timeout_ms;     /* from connection to CONNECT */
+    size_t max_subscriptions;     /* per session */
+    uint16_t max_inflight;        /* receive maximum announced to clients */
+    size_t max_queued;            /* messages queued per session */
+    size_t max_output;            /* bytes buffered for a slow reader */
+    uint16_t max_keep_alive;      /* seconds; larger requests are lowered */
+    uint32_t max_session_expiry;  /* seconds */
+    uint32_t max_publish_rate;    /* messages per second per device; 0: none */
+    uint16_t topic_alias_maximum; /* aliases a client may use toward us */
+    uint32_t connect_timeout_ms;  /* from connection to CONNECT */
 } broker_limits;
 
 void broker_limits_default(broker_limits *limits);
@@ -66,11 +66,11 @@ void broker_limits_default(broker_limits *limits);
 typedef enum broker_event {
     BROKER_EV_CONNECTED,
     BROKER_EV_DISCONNECTED,
-    BROKER_EV_REFUSED_CONNECT,   /* CONNECT refused: detail says why */
-    BROKER_EV_REFUSED_PUBLISH,   /* policy or limit */
+    BROKER_EV_REFUSED_CONNECT, /* CONNECT refused: detail says why */
+    BROKER_EV_REFUSED_PUBLISH, /* policy or limit */
     BROKER_EV_REFUSED_SUBSCRIBE,
-    BROKER_EV_PROTOCOL_ERROR,    /* connection closed for a protocol violation */
-    BROKER_EV_DROPPED,           /* a message dropped (queue full, expired) */
+    BROKER_EV_PROTOCOL_ERROR, /* connection closed for a protocol violation */
+    BROKER_EV_DROPPED,        /* a message dropped (queue full, expired) */
     BROKER_EV_STORE_FAILED
 } broker_event;
 
@@ -79,15 +79,63 @@ typedef void (*broker_log_fn)(void *ctx, broker_event ev, const broker_principal
 
 typedef struct broker_store broker_store; /* store.h */
 
+/* ---- several workers (docs/hub.md "Several cores") ------------------------
+ * Each worker thread runs its own broker over the sessions of the principals
+ * it owns. A message published on one is routed there and handed to the
+ * others as a broker_fwd (the server copies it across); they route it against
+ * their own subscriptions with broker_inject. Retained messages have one
+ * authority (worker 0), which stores them and hands every change to the
+ * others as a replica. With one worker none of this is set. */
+enum {
+    BROKER_FWD_ROUTE = 1,          /* route to this broker's subscribers */
+    BROKER_FWD_RETAIN_STORE = 2,   /* set as retained and store it (the authority) */
+    BROKER_FWD_RETAIN_REPLICA = 4, /* set as retained in memory only */
+};
+
+typedef struct broker_fwd {
+    codec_bytes topic, payload, props, origin;
+    uint8_t qos;
+    bool retain;
+    uint64_t expires_at;
+    uint64_t gid;  /* hub-wide message id: every worker picks the same
+                      shared-subscription member from it */
+    uint8_t flags; /* BROKER_FWD_*: what the sender did or asks for */
+} broker_fwd;
+
+typedef struct broker_relay {
+    void *ctx;
+    /* A message this broker took from a client or a will (flags: ROUTE,
+     * plus RETAIN_STORE when this broker is the retained authority and
+     * stored it), or a retained change the authority made for another
+     * worker's message (flags: RETAIN_REPLICA only). */
+    void (*forward)(void *ctx, const broker_fwd *f);
+    /* Hub-wide ids for messages (store rows and gids), shared by the
+     * workers so that rows moved between their stores never collide. */
+    uint64_t (*next_id)(void *ctx);
+    /* Shared subscriptions spanning workers: join/leave keep a hub-wide
+     * group table; mine says whether this worker delivers message gid to
+     * the group (one worker per message). */
+    void *(*share_join)(void *ctx, codec_bytes share, codec_bytes filter);
+    void (*share_leave)(void *ctx, void *group);
+    bool (*share_mine)(void *ctx, void *group, uint64_t gid);
+    /* Not the retained authority: keep retained messages in memory only. */
+    bool retained_replica;
+    /* Hold PUBACK/PUBREC until broker_release_acks says the pass that took
+     * the message is durable on every worker it reached. */
+    bool hold_acks;
+} broker_relay;
+
 typedef struct broker_config {
     broker_limits limits;
-    broker_store *store;                 /* NULL: nothing durable (tests) */
-    broker_log_fn log;                   /* may be NULL */
+    broker_store *store; /* NULL: nothing durable (tests) */
+    broker_log_fn log;   /* may be NULL */
     void *log_ctx;
     /* The policies of a principal, built by the server from the registry.
      * Called at CONNECT; NULL result means deny-all. The broker owns it. */
     policy_set *(*policies_for)(void *ctx, const broker_principal *who);
     void *policies_ctx;
+    /* Several workers: NULL with one. The broker keeps its own copy. */
+    const broker_relay *relay;
 } broker_config;
 
 /* NULL when out of memory or when the store cannot be loaded. */
@@ -126,6 +174,25 @@ size_t broker_closing(broker *b, broker_conn ***list);
 void *broker_conn_io(const broker_conn *c);
 const broker_principal *broker_conn_principal(const broker_conn *c);
 
+/* A message from another worker (see broker_relay). True when it matched a
+ * subscription here. */
+bool broker_inject(broker *b, const broker_fwd *f, uint64_t now_ms);
+
+/* Another worker found subscribers for message gid: its held PUBACK/PUBREC
+ * says 0x00, not 0x10 (no matching subscribers). */
+void broker_ack_matched(broker *b, uint64_t gid);
+
+/* Loop passes are numbered from 1; broker_commit ends the current one.
+ * With hold_acks, acknowledgements are tagged with the pass that took the
+ * message and released (queued for sending) by broker_release_acks once
+ * every pass up to `through` is durable everywhere (ok), or dropped, closing
+ * their connections, when one of those passes was lost (!ok). */
+uint64_t broker_pass(const broker *b);
+void broker_release_acks(broker *b, uint64_t through, bool ok);
+
+/* Every retained message (to seed another worker's replica at start-up). */
+void broker_retained_each(broker *b, void (*fn)(void *ctx, const broker_fwd *f), void *ctx);
+
 /* Timers: keep-alive, will delay, session and message expiry. Returns the
  * time of the next deadline (ms), or UINT64_MAX when there is none. */
 uint64_t broker_tick(broker *b, uint64_t now_ms);
@@ -133,8 +200,8 @@ uint64_t broker_tick(broker *b, uint64_t now_ms);
 /* The registry changed: close connections for which still_active returns
  * false, rebuild every live session's policies and drop subscriptions that
  * are no longer allowed. */
-void broker_reauthorize(broker *b, bool (*still_active)(void *ctx, const broker_principal *who,
-                                                        void *io),
+void broker_reauthorize(broker *b,
+                        bool (*still_active)(void *ctx, const broker_principal *who, void *io),
                         void *ctx, uint64_t now_ms);
 
 /* New limits (SIGHUP): they apply to what happens from now on. */
@@ -150,8 +217,8 @@ void broker_shutdown(broker *b, uint64_t now_ms);
 
 /* Counters for metrics and tests. */
 typedef struct broker_stats {
-    uint64_t connections;      /* live */
-    uint64_t sessions;         /* live and offline */
+    uint64_t connections; /* live */
+    uint64_t sessions;    /* live and offline */
     uint64_t subscriptions;
     uint64_t retained;
     uint64_t msgs_in;

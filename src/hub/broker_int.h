@@ -22,12 +22,13 @@ typedef struct msg {
     uint32_t durable_refs; /* store rows that point at it (queues, retained) */
     uint64_t store_id;     /* 0 until written to the store */
     uint64_t expires_at;   /* ms; 0 = never */
+    uint64_t gid;          /* hub-wide id (several workers), else 0 */
     uint8_t qos;
     bool retain;
     codec_bytes topic;
     codec_bytes payload;
-    codec_bytes props;     /* the publisher's MQTT 5 property block, as sent */
-    codec_bytes origin;    /* publisher's client id (for no-local) */
+    codec_bytes props;  /* the publisher's MQTT 5 property block, as sent */
+    codec_bytes origin; /* publisher's client id (for no-local) */
     uint8_t data[];
 } msg;
 
@@ -45,14 +46,14 @@ void msg_unref(msg *m);
 
 typedef enum timer_kind {
     TIMER_NONE,
-    TIMER_CONNECT,     /* conn: CONNECT must arrive */
-    TIMER_KEEPALIVE,   /* conn: 1.5 x keep alive without a packet */
-    TIMER_SESSION,     /* session: expiry or will delay while offline */
+    TIMER_CONNECT,   /* conn: CONNECT must arrive */
+    TIMER_KEEPALIVE, /* conn: 1.5 x keep alive without a packet */
+    TIMER_SESSION,   /* session: expiry or will delay while offline */
 } timer_kind;
 
 typedef struct timer {
     uint64_t at;
-    size_t index;      /* position in the heap, SIZE_MAX when not armed */
+    size_t index; /* position in the heap, SIZE_MAX when not armed */
     timer_kind kind;
     void *owner;
 } timer;
@@ -76,16 +77,16 @@ typedef struct session session;
 
 typedef struct sub {
     session *s;
-    uint8_t *filter_mem;   /* owned copy of the full filter */
-    codec_bytes filter;    /* as subscribed, with any $share/NAME/ prefix */
-    codec_bytes share;     /* share name, empty for a plain subscription */
-    codec_bytes inner;     /* the filter that is matched */
+    uint8_t *filter_mem; /* owned copy of the full filter */
+    codec_bytes filter;  /* as subscribed, with any $share/NAME/ prefix */
+    codec_bytes share;   /* share name, empty for a plain subscription */
+    codec_bytes inner;   /* the filter that is matched */
     uint8_t qos;
     bool no_local;
     bool retain_as_published;
     uint8_t retain_handling;
-    uint32_t sub_id;       /* 0 = none */
-    struct sub *next;      /* in its tree node's list */
+    uint32_t sub_id;  /* 0 = none */
+    struct sub *next; /* in its tree node's list */
 } sub;
 
 /* Value of a node in the plain tree: subscriptions in this filter.
@@ -93,17 +94,18 @@ typedef struct sub {
 typedef struct share_group {
     uint8_t *name_mem;
     codec_bytes name;
-    sub *members;          /* list through sub.next */
-    size_t next_pick;      /* round robin */
+    sub *members;     /* list through sub.next */
+    size_t next_pick; /* round robin */
+    void *hub_group;  /* relay's hub-wide entry (several workers) */
     struct share_group *next;
 } share_group;
 
 /* ---- sessions ----------------------------------------------------------- */
 
 typedef enum delivery_state {
-    DELIVERY_QUEUED,       /* not sent yet */
-    DELIVERY_SENT,         /* QoS 1/2 PUBLISH sent, waiting for PUBACK/PUBREC */
-    DELIVERY_RELEASED,     /* QoS 2: PUBREL sent, waiting for PUBCOMP */
+    DELIVERY_QUEUED,   /* not sent yet */
+    DELIVERY_SENT,     /* QoS 1/2 PUBLISH sent, waiting for PUBACK/PUBREC */
+    DELIVERY_RELEASED, /* QoS 2: PUBREL sent, waiting for PUBCOMP */
 } delivery_state;
 
 #define DELIVERY_MAX_SUB_IDS 4
@@ -111,10 +113,10 @@ typedef enum delivery_state {
 /* A message on its way to one session. */
 typedef struct delivery {
     msg *m;
-    uint64_t seq;          /* per-session order; store key */
+    uint64_t seq; /* per-session order; store key */
     uint8_t qos;
     bool retain;
-    uint8_t state;         /* delivery_state */
+    uint8_t state; /* delivery_state */
     bool stored;
     uint16_t packet_id;
     uint8_t nsub_ids;
@@ -131,40 +133,40 @@ struct session {
     uint8_t *client_id_mem;
     codec_bytes client_id;
     broker_principal who;
-    broker_conn *conn;     /* NULL while offline */
+    broker_conn *conn; /* NULL while offline */
     uint8_t version;
-    bool persistent;       /* kept after disconnect (and in the store) */
-    bool stored;           /* has a row in the store */
+    bool persistent;          /* kept after disconnect (and in the store) */
+    bool stored;              /* has a row in the store */
     uint32_t expiry_interval; /* seconds; UINT32_MAX never */
-    timer timer;           /* TIMER_SESSION */
-    uint64_t will_at;      /* 0 when no will is pending */
-    uint64_t expires_at;   /* 0 when online or never */
+    timer timer;              /* TIMER_SESSION */
+    uint64_t will_at;         /* 0 when no will is pending */
+    uint64_t expires_at;      /* 0 when online or never */
 
     sub **subs;
     size_t nsubs, subs_cap;
 
     delivery *queue_head, *queue_tail; /* every delivery, in order */
-    delivery *send_next;   /* no unsent delivery comes before it; NULL: none
-                              is unsent. Spares session_pump a walk over
-                              everything in flight on every message. */
-    size_t queued;         /* deliveries in the list */
-    size_t inflight;       /* SENT or RELEASED */
+    delivery *send_next;               /* no unsent delivery comes before it; NULL: none
+                                          is unsent. Spares session_pump a walk over
+                                          everything in flight on every message. */
+    size_t queued;                     /* deliveries in the list */
+    size_t inflight;                   /* SENT or RELEASED */
     uint64_t next_seq;
     uint16_t next_packet_id;
 
-    uint16_t *qos2_in;     /* packet ids of QoS 2 PUBLISHes awaiting PUBREL */
+    uint16_t *qos2_in; /* packet ids of QoS 2 PUBLISHes awaiting PUBREL */
     size_t nqos2_in, qos2_in_cap;
 
     policy_set *policies;
 
     msg *will;
     uint32_t will_delay;
-    bool will_expires;     /* the will has a Message Expiry Interval: */
-    uint32_t will_expiry;  /* seconds from its publication (3.1.3.2.4) */
+    bool will_expires;    /* the will has a Message Expiry Interval: */
+    uint32_t will_expiry; /* seconds from its publication (3.1.3.2.4) */
 
     /* What the client told us in CONNECT. */
     uint16_t client_receive_max;
-    uint32_t client_max_packet;   /* 0 = protocol maximum */
+    uint32_t client_max_packet; /* 0 = protocol maximum */
     uint16_t client_alias_max;
 
     /* Topic aliases the client set toward us, indexed by alias
@@ -174,15 +176,15 @@ struct session {
     alias_entry *alias_out;
     uint16_t alias_out_used;
 
-    uint64_t route_epoch;  /* last routing pass that reached this session */
+    uint64_t route_epoch; /* last routing pass that reached this session */
     delivery *route_delivery;
 
-    double rate_tokens;    /* publish rate limit (token bucket) */
+    double rate_tokens; /* publish rate limit (token bucket) */
     uint64_t rate_at;
 
-    uint8_t *pid_bits;     /* packet ids in use, one bit each; made once a
-                              session has many messages in flight */
-    uint64_t drops;        /* messages dropped for this session */
+    uint8_t *pid_bits; /* packet ids in use, one bit each; made once a
+                          session has many messages in flight */
+    uint64_t drops;    /* messages dropped for this session */
     uint64_t drops_logged_at;
 };
 
@@ -199,27 +201,41 @@ struct broker_conn {
     buf in;
     buf out;
     session *s;
-    timer timer;           /* TIMER_CONNECT, then TIMER_KEEPALIVE */
-    uint16_t keep_alive;   /* seconds, as granted */
+    timer timer;         /* TIMER_CONNECT, then TIMER_KEEPALIVE */
+    uint16_t keep_alive; /* seconds, as granted */
     uint64_t last_rx;
-    bool clean_disconnect; /* DISCONNECT without will */
-    bool dirty;            /* in b->dirty */
-    bool closing_listed;   /* in b->closing */
-    bool durable;          /* this pass wrote the store on its behalf */
+    bool clean_disconnect;             /* DISCONNECT without will */
+    bool dirty;                        /* in b->dirty */
+    bool closing_listed;               /* in b->closing */
+    bool durable;                      /* this pass wrote the store on its behalf */
+    struct held_ack *held, *held_tail; /* acks waiting for durability */
+    bool holding_listed;               /* in b->holding */
     struct broker_conn *prev, *next;
 };
+
+/* An acknowledgement held until its pass is durable on every worker. */
+typedef struct held_ack {
+    uint64_t pass;
+    uint64_t gid; /* its message, while the reason is 0x10 "no
+                     matching subscribers" and other workers may
+                     still find some (broker_ack_matched) */
+    uint8_t type;
+    uint8_t reason;
+    uint16_t packet_id;
+    struct held_ack *next;
+} held_ack;
 
 /* ---- the broker --------------------------------------------------------- */
 
 struct broker {
     broker_config cfg;
     broker_limits lim;
-    hmap sessions;         /* client id -> session */
-    tree *subs;            /* plain subscriptions */
-    tree *shared;          /* shared subscriptions, by inner filter */
-    tree *retained;        /* topic -> msg */
+    hmap sessions;  /* client id -> session */
+    tree *subs;     /* plain subscriptions */
+    tree *shared;   /* shared subscriptions, by inner filter */
+    tree *retained; /* topic -> msg */
     timer_heap timers;
-    broker_conn *conns;    /* all live connections */
+    broker_conn *conns; /* all live connections */
     broker_conn **dirty;
     size_t ndirty, dirty_cap;
     broker_conn **closing;
@@ -228,19 +244,27 @@ struct broker {
     size_t handed_dirty_cap;
     broker_conn **handed_closing;
     size_t handed_closing_cap;
-    bool freeing;          /* broker_free: change memory only, not the store */
+    bool freeing; /* broker_free: change memory only, not the store */
     bool in_txn;
     bool store_failed;
     uint64_t route_epoch;
-    bool route_matched;    /* the last route() found a subscription */
-    session **touched;     /* sessions reached by the current route() */
+    bool route_matched; /* the last route() found a subscription */
+    session **touched;  /* sessions reached by the current route() */
     size_t ntouched, touched_cap;
     uint64_t last_msg_id;  /* store ids are last_msg_id + 1, + 2, ... */
+    broker_relay relay;    /* all zero with one worker */
+    bool relayed;          /* relay.forward is set */
+    uint64_t pass;         /* current loop pass, from 1 */
+    broker_conn **holding; /* conns with held acks */
+    hmap unmatched;        /* gid -> held_ack still saying 0x10 */
+    size_t nholding, holding_cap;
     broker_stats stats;
 };
 
 /* broker.c */
 void conn_mark_dirty(broker *b, broker_conn *c);
+/* Put c in b->holding (it has held acks); false when out of memory. */
+bool broker_hold_list(broker *b, broker_conn *c);
 void conn_close(broker *b, broker_conn *c, uint8_t reason, const char *why);
 bool conn_send(broker *b, broker_conn *c, const uint8_t *bytes, size_t len);
 void broker_log(broker *b, broker_event ev, const broker_principal *who, const char *fmt, ...)
@@ -266,7 +290,17 @@ void session_enqueue(broker *b, session *s, msg *m, uint8_t qos, bool retain,
 void session_pump(broker *b, session *s, uint64_t now);
 void session_resend(broker *b, session *s, uint64_t now);
 void delivery_free(broker *b, session *s, delivery *d, bool from_store);
-void retain_set(broker *b, msg *m);
+/* durable: write the store (one worker, or the retained authority). */
+void retain_set(broker *b, msg *m, bool durable);
+/* A new message id (store rows, gids). */
+uint64_t broker_next_id(broker *b);
+/* Hand a message this broker took to the other workers (no-op with one). */
+void relay_out(broker *b, msg *m, uint8_t flags);
+/* Queue a PUBACK/PUBREC, held while acks are held. */
+void send_ack(broker *b, broker_conn *c, uint8_t type, uint16_t packet_id, uint8_t reason);
+/* The acknowledgement of a PUBLISH whose message has hub-wide id gid. */
+void send_publish_ack(broker *b, broker_conn *c, uint8_t type, uint16_t packet_id, uint8_t reason,
+                      uint64_t gid);
 
 /* subscribe.c */
 void handle_subscribe(broker *b, broker_conn *c, const codec_subscribe *p, uint64_t now);

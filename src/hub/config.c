@@ -122,10 +122,23 @@ static bool store_num(hub_config *c, const num_key *k, unsigned long long v)
 {
     uint8_t *at = (uint8_t *)c + k->offset;
     switch (k->size) {
-    case 2: { uint16_t x = (uint16_t)v; memcpy(at, &x, 2); return v <= UINT16_MAX; }
-    case 4: { uint32_t x = (uint32_t)v; memcpy(at, &x, 4); return v <= UINT32_MAX; }
-    case 8: { uint64_t x = v; memcpy(at, &x, 8); return true; }
-    default: return false;
+    case 2: {
+        uint16_t x = (uint16_t)v;
+        memcpy(at, &x, 2);
+        return v <= UINT16_MAX;
+    }
+    case 4: {
+        uint32_t x = (uint32_t)v;
+        memcpy(at, &x, 4);
+        return v <= UINT32_MAX;
+    }
+    case 8: {
+        uint64_t x = v;
+        memcpy(at, &x, 8);
+        return true;
+    }
+    default:
+        return false;
     }
 }
 
@@ -164,11 +177,17 @@ static int on_entry(void *user, const char *section, const char *name, const cha
             return 1;
         }
         if (!strcmp(name, "ca"))
-            return set_path(st, c->ca_file, value) ? 1 : (snprintf(st->err, st->errlen, "[tls] ca: path too long"), 0);
+            return set_path(st, c->ca_file, value)
+                       ? 1
+                       : (snprintf(st->err, st->errlen, "[tls] ca: path too long"), 0);
         if (!strcmp(name, "cert"))
-            return set_path(st, c->cert_file, value) ? 1 : (snprintf(st->err, st->errlen, "[tls] cert: path too long"), 0);
+            return set_path(st, c->cert_file, value)
+                       ? 1
+                       : (snprintf(st->err, st->errlen, "[tls] cert: path too long"), 0);
         if (!strcmp(name, "key"))
-            return set_path(st, c->key_file, value) ? 1 : (snprintf(st->err, st->errlen, "[tls] key: path too long"), 0);
+            return set_path(st, c->key_file, value)
+                       ? 1
+                       : (snprintf(st->err, st->errlen, "[tls] key: path too long"), 0);
     } else if (!strcmp(section, "limits")) {
         for (size_t i = 0; i < sizeof(limit_keys) / sizeof(limit_keys[0]); i++) {
             const num_key *k = &limit_keys[i];

@@ -22,9 +22,9 @@ typedef struct hub_config {
     char data_dir[CONFIG_PATH_MAX];
     char listen_host[256];
     uint16_t listen_port;
-    unsigned workers;            /* 0: one per core */
+    unsigned workers; /* 0: one per core */
     bool log_json;
-    int tls_min_version;         /* 13, or 12 when TLS 1.2 is allowed */
+    int tls_min_version; /* 13, or 12 when TLS 1.2 is allowed */
     char ca_file[CONFIG_PATH_MAX];
     char cert_file[CONFIG_PATH_MAX];
     char key_file[CONFIG_PATH_MAX];

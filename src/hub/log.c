@@ -28,10 +28,14 @@ void log_set_level(log_level min)
 static const char *level_name(log_level l)
 {
     switch (l) {
-    case LOG_DEBUG: return "debug";
-    case LOG_INFO: return "info";
-    case LOG_WARN: return "warning";
-    default: return "error";
+    case LOG_DEBUG:
+        return "debug";
+    case LOG_INFO:
+        return "info";
+    case LOG_WARN:
+        return "warning";
+    default:
+        return "error";
     }
 }
 

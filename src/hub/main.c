@@ -15,67 +15,73 @@
 
 static void usage(FILE *out)
 {
-    fputs(
-        "NAME\n"
-        "    moatd - the moat hub: an MQTT 3.1.1/5.0 broker over mutual TLS\n"
-        "\n"
-        "SYNOPSIS\n"
-        "    moatd --dir DIR [--config FILE] [--listen HOST:PORT] [--log-format text|json]\n"
-        "          [--insecure-test-listener PORT --as-service NAME]\n"
-        "    moatd --help | --version\n"
-        "\n"
-        "DESCRIPTION\n"
-        "    Serves devices and back-end services over MQTT with TLS 1.3 and client\n"
-        "    certificates from the hub's CA. Every client is identified by the exact\n"
-        "    certificate it presents, looked up in DIR/registry.db (written by moatctl);\n"
-        "    its MQTT client identifier must match that identity. What each identity may\n"
-        "    do is set by the policies of its groups. Sessions, queued messages and\n"
-        "    retained messages are kept in DIR/hub.db and survive restarts and crashes:\n"
-        "    a message the hub acknowledged has been written to disk.\n"
-        "\n"
-        "    Changes made with moatctl take effect within a second: a revoked or\n"
-        "    disabled identity is disconnected, and subscriptions that new policies no\n"
-        "    longer allow are removed.\n"
-        "\n"
-        "OPTIONS\n"
-        "    -d, --dir DIR       the data directory made by `moatctl init DIR`\n"
-        "                        (default: $MOAT_DIR)\n"
-        "    -c, --config FILE   configuration file (default: DIR/moatd.conf)\n"
-        "    -l, --listen HOST:PORT\n"
-        "                        listen here instead of the config's [hub] listen\n"
-        "    --log-format FMT    text (default) or json: one JSON object per line\n"
-        "    --insecure-test-listener PORT\n"
-        "                        also listen on 127.0.0.1:PORT in plaintext, without\n"
-        "                        client certificates, for conformance tools; every\n"
-        "                        connection there acts as the service given with\n"
-        "                        --as-service. Logged loudly. Never use in production.\n"
-        "    --as-service NAME   the registered service the test listener acts as\n"
-        "    -h, --help          this text\n"
-        "    --version           print the version\n"
-        "\n"
-        "SIGNALS\n"
-        "    SIGTERM, SIGINT     stop: close every connection (MQTT 5 clients are told\n"
-        "                        \"server shutting down\"), commit, exit 0\n"
-        "    SIGHUP              re-read the configuration (limits, TLS certificate and\n"
-        "                        key, log format; the listen address needs a restart)\n"
-        "                        and the registry\n"
-        "\n"
-        "FILES\n"
-        "    DIR/moatd.conf      configuration (INI); see docs/operating.md\n"
-        "    DIR/ca.crt          the CA that client certificates must chain to\n"
-        "    DIR/server.crt, DIR/server.key\n"
-        "                        the hub's TLS certificate and key\n"
-        "    DIR/registry.db     identities, certificates, groups, policies\n"
-        "    DIR/hub.db          sessions, queued and retained messages\n"
-        "\n"
-        "EXIT STATUS\n"
-        "    0 after a clean stop; 1 when the hub cannot start or fails; 2 for a usage\n"
-        "    error.\n"
-        "\n"
-        "EXAMPLE\n"
-        "    moatctl init /var/lib/moat --host hub.example.com\n"
-        "    moatd --dir /var/lib/moat\n",
-        out);
+    fputs("NAME\n"
+          "    moatd - the moat hub: an MQTT 3.1.1/5.0 broker over mutual TLS\n"
+          "\n"
+          "SYNOPSIS\n"
+          "    moatd --dir DIR [--config FILE] [--listen HOST:PORT] [--log-format text|json]\n"
+          "          [--insecure-test-listener PORT --as-service NAME]\n"
+          "    moatd --help | --version\n"
+          "\n"
+          "DESCRIPTION\n"
+          "    Serves devices and back-end services over MQTT with TLS 1.3 and client\n"
+          "    certificates from the hub's CA. Every client is identified by the exact\n"
+          "    certificate it presents, looked up in DIR/registry.db (written by moatctl);\n"
+          "    its MQTT client identifier must match that identity. What each identity may\n"
+          "    do is set by the policies of its groups. Sessions, queued messages and\n"
+          "    retained messages are kept in DIR/hub.db (and DIR/hub-K.db, one file per\n"
+          "    worker) and survive restarts and crashes: a message the hub acknowledged\n"
+          "    has been written to disk.\n"
+          "\n"
+          "    The hub runs one event loop per worker thread ([hub] workers; default one\n"
+          "    per CPU core it may run on). Each identity is served by one worker; its\n"
+          "    messages reach the others without a global lock.\n"
+          "\n"
+          "    Changes made with moatctl take effect within a second: a revoked or\n"
+          "    disabled identity is disconnected, and subscriptions that new policies no\n"
+          "    longer allow are removed.\n"
+          "\n"
+          "OPTIONS\n"
+          "    -d, --dir DIR       the data directory made by `moatctl init DIR`\n"
+          "                        (default: $MOAT_DIR)\n"
+          "    -c, --config FILE   configuration file (default: DIR/moatd.conf)\n"
+          "    -l, --listen HOST:PORT\n"
+          "                        listen here instead of the config's [hub] listen\n"
+          "    --log-format FMT    text (default) or json: one JSON object per line\n"
+          "    --insecure-test-listener PORT\n"
+          "                        also listen on 127.0.0.1:PORT in plaintext, without\n"
+          "                        client certificates, for conformance tools; every\n"
+          "                        connection there acts as the service given with\n"
+          "                        --as-service. Logged loudly. Never use in production.\n"
+          "    --as-service NAME   the registered service the test listener acts as\n"
+          "    -h, --help          this text\n"
+          "    --version           print the version\n"
+          "\n"
+          "SIGNALS\n"
+          "    SIGTERM, SIGINT     stop: close every connection (MQTT 5 clients are told\n"
+          "                        \"server shutting down\"), commit, exit 0\n"
+          "    SIGHUP              re-read the configuration (limits, TLS certificate and\n"
+          "                        key, log format; the listen address needs a restart)\n"
+          "                        and the registry\n"
+          "\n"
+          "FILES\n"
+          "    DIR/moatd.conf      configuration (INI); see docs/operating.md\n"
+          "    DIR/ca.crt          the CA that client certificates must chain to\n"
+          "    DIR/server.crt, DIR/server.key\n"
+          "                        the hub's TLS certificate and key\n"
+          "    DIR/registry.db     identities, certificates, groups, policies\n"
+          "    DIR/hub.db          worker 0's sessions and queued messages; the retained\n"
+          "                        messages\n"
+          "    DIR/hub-K.db        worker K's sessions and queued messages (K >= 1)\n"
+          "\n"
+          "EXIT STATUS\n"
+          "    0 after a clean stop; 1 when the hub cannot start or fails; 2 for a usage\n"
+          "    error.\n"
+          "\n"
+          "EXAMPLE\n"
+          "    moatctl init /var/lib/moat --host hub.example.com\n"
+          "    moatd --dir /var/lib/moat\n",
+          out);
 }
 
 int main(int argc, char **argv)
@@ -156,18 +162,12 @@ int main(int argc, char **argv)
         errno = 0;
         unsigned long p = strtoul(test_port_arg, &end, 10);
         if (errno || *end || p == 0 || p > 65535) {
-            fprintf(stderr, "moatd: --insecure-test-listener '%s' is not a port\n",
-                    test_port_arg);
+            fprintf(stderr, "moatd: --insecure-test-listener '%s' is not a port\n", test_port_arg);
             return 2;
         }
         opts.test_port = (uint16_t)p;
         opts.test_service = test_service;
     }
-    if (cfg.workers > 1)
-        log_msg(LOG_WARN, NULL,
-                "workers = %u: this version runs one worker; the setting is accepted for "
-                "forward compatibility",
-                cfg.workers);
 
     signal(SIGPIPE, SIG_IGN);
     hub_server *srv = hub_server_new(&cfg, &opts, err, sizeof(err));

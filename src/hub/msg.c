@@ -62,8 +62,8 @@ msg *msg_with_props(codec_bytes topic, codec_bytes payload, const codec_props *p
      * packet size limit, so no fixed buffer would do. */
     uint8_t *block = need ? malloc(need) : NULL;
     size_t n = 0;
-    if (need && (!block || codec_props_encode(&fwd, CODEC_CTX_PUBLISH, block, need, &n) !=
-                               CODEC_OK)) {
+    if (need &&
+        (!block || codec_props_encode(&fwd, CODEC_CTX_PUBLISH, block, need, &n) != CODEC_OK)) {
         free(block);
         return NULL;
     }

@@ -21,14 +21,90 @@
 /* Stop filling a connection's output past this; resume when it drains. */
 #define OUTPUT_HIGH_WATER (256u * 1024u)
 
-static void send_ack(broker *b, broker_conn *c, uint8_t type, uint16_t packet_id,
-                     uint8_t reason)
+static void send_ack_now(broker *b, broker_conn *c, uint8_t type, uint16_t packet_id,
+                         uint8_t reason)
 {
     codec_ack a = {.packet_id = packet_id, .reason = c->version == CODEC_V5 ? reason : 0};
     uint8_t pkt[8];
     size_t n;
     if (codec_encode_ack(type, &a, c->version, pkt, sizeof(pkt), &n) == CODEC_OK)
         (void)conn_send(b, c, pkt, n);
+}
+
+/* With several workers a PUBACK/PUBREC promises what other workers store
+ * too, so it waits in the connection's FIFO (which keeps acknowledgements in
+ * the order of their PUBLISHes, [MQTT-4.6.0-2]) until broker_release_acks. */
+void send_ack(broker *b, broker_conn *c, uint8_t type, uint16_t packet_id, uint8_t reason)
+{
+    send_publish_ack(b, c, type, packet_id, reason, 0);
+}
+
+void send_publish_ack(broker *b, broker_conn *c, uint8_t type, uint16_t packet_id, uint8_t reason,
+                      uint64_t gid)
+{
+    if (!b->relay.hold_acks || (type != CODEC_PUBACK && type != CODEC_PUBREC)) {
+        send_ack_now(b, c, type, packet_id, reason);
+        return;
+    }
+    held_ack *h = malloc(sizeof(*h));
+    if (!h || (!c->holding_listed && !broker_hold_list(b, c))) {
+        free(h);
+        conn_close(b, c, 0x83, "out of memory"); /* no acknowledgement is a safe answer */
+        return;
+    }
+    *h = (held_ack){.pass = b->pass, .type = type, .reason = reason, .packet_id = packet_id};
+    if (reason == 0x10 && gid) {
+        h->gid = gid;
+        if (!hmap_put(&b->unmatched, (const uint8_t *)&h->gid, sizeof(h->gid), h))
+            h->reason = 0x00; /* cannot track it: say the safe, less precise thing */
+    }
+    if (c->held_tail)
+        c->held_tail->next = h;
+    else
+        c->held = h;
+    c->held_tail = h;
+}
+
+/* Send (ok) or drop (the pass was lost) the held acks of passes <= through. */
+void broker_release_acks(broker *b, uint64_t through, bool ok)
+{
+    size_t keep = 0;
+    for (size_t i = 0; i < b->nholding; i++) {
+        broker_conn *c = b->holding[i];
+        bool lost = false;
+        while (c->held && c->held->pass <= through) {
+            held_ack *h = c->held;
+            c->held = h->next;
+            if (h->gid)
+                hmap_del(&b->unmatched, (const uint8_t *)&h->gid, sizeof(h->gid));
+            if (ok && c->state != CONN_CLOSING)
+                send_ack_now(b, c, h->type, h->packet_id, h->reason);
+            else
+                lost = true;
+            free(h);
+        }
+        if (!c->held)
+            c->held_tail = NULL;
+        if (lost && !ok && c->state != CONN_CLOSING) {
+            /* What it was promised was not stored: let it publish again. */
+            buf_consume(&c->out, c->out.len);
+            conn_close(b, c, 0, NULL);
+        }
+        if (c->held)
+            b->holding[keep++] = c;
+        else
+            c->holding_listed = false;
+    }
+    b->nholding = keep;
+}
+
+void broker_ack_matched(broker *b, uint64_t gid)
+{
+    held_ack *h = hmap_del(&b->unmatched, (const uint8_t *)&gid, sizeof(gid));
+    if (h) {
+        h->reason = 0x00;
+        h->gid = 0;
+    }
 }
 
 /* Refuse one inbound PUBLISH (see the file comment). */
@@ -192,22 +268,27 @@ void handle_publish(broker *b, broker_conn *c, const codec_publish *in, uint64_t
         conn_close(b, c, 0x83, "out of memory");
         return;
     }
-    if (p.retain)
-        retain_set(b, m);
+    if (b->relayed)
+        m->gid = broker_next_id(b);
+    if (p.retain && !b->relay.retained_replica)
+        retain_set(b, m, true);
     route(b, m, now);
+    relay_out(b, m, BROKER_FWD_ROUTE);
+    /* With several workers, 0x10 is provisional: broker_ack_matched. */
     bool delivered = b->route_matched;
     /* Its acknowledgement promises what routing stored (queues of offline or
      * persistent sessions, whose conn is not this one), or failed to store:
      * hold it for the commit. */
     if (p.qos > 0 && (m->store_id || b->store_failed))
         (void)store_touch(b, c);
+    uint64_t gid = m->gid;
     msg_unref(m);
 
     uint8_t reason = delivered ? 0x00 : 0x10; /* 0x10: no matching subscribers */
     if (p.qos == 1)
-        send_ack(b, c, CODEC_PUBACK, p.packet_id, reason);
+        send_publish_ack(b, c, CODEC_PUBACK, p.packet_id, reason, gid);
     else if (p.qos == 2)
-        send_ack(b, c, CODEC_PUBREC, p.packet_id, reason);
+        send_publish_ack(b, c, CODEC_PUBREC, p.packet_id, reason, gid);
 }
 
 /* ---- retained ----------------------------------------------------------- */
@@ -230,9 +311,9 @@ static bool msg_make_durable(broker *b, msg *m, broker_conn *c)
         return false;
     broker_store *st = b->cfg.store;
     if (!m->store_id) {
-        m->store_id = ++b->last_msg_id;
-        store_msg_row row = {m->store_id, m->topic, m->payload, m->props, m->origin,
-                             m->qos, m->retain, m->expires_at};
+        m->store_id = broker_next_id(b);
+        store_msg_row row = {m->store_id, m->topic, m->payload, m->props,
+                             m->origin,   m->qos,   m->retain,  m->expires_at};
         if (!st->msg_put(st->ctx, &row)) {
             b->store_failed = true;
             m->store_id = 0;
@@ -243,7 +324,47 @@ static bool msg_make_durable(broker *b, msg *m, broker_conn *c)
     return true;
 }
 
-void retain_set(broker *b, msg *m)
+uint64_t broker_next_id(broker *b)
+{
+    if (b->relay.next_id)
+        return b->relay.next_id(b->relay.ctx);
+    return ++b->last_msg_id;
+}
+
+void relay_out(broker *b, msg *m, uint8_t flags)
+{
+    if (!b->relayed)
+        return;
+    broker_fwd f = {m->topic,  m->payload,    m->props, m->origin, m->qos,
+                    m->retain, m->expires_at, m->gid,   flags};
+    b->relay.forward(b->relay.ctx, &f);
+}
+
+bool broker_inject(broker *b, const broker_fwd *f, uint64_t now_ms)
+{
+    msg *m = msg_new(f->topic, f->payload, f->props, f->origin, f->qos, f->retain, f->expires_at);
+    if (!m) {
+        broker_log(b, BROKER_EV_DROPPED, NULL,
+                   "message from another worker dropped: out of memory");
+        return false;
+    }
+    bool matched = false;
+    m->gid = f->gid;
+    if (f->flags & BROKER_FWD_RETAIN_STORE) {
+        retain_set(b, m, true);
+        relay_out(b, m, BROKER_FWD_RETAIN_REPLICA);
+    } else if (f->flags & BROKER_FWD_RETAIN_REPLICA) {
+        retain_set(b, m, false);
+    }
+    if (f->flags & BROKER_FWD_ROUTE) {
+        route(b, m, now_ms);
+        matched = b->route_matched;
+    }
+    msg_unref(m);
+    return matched;
+}
+
+void retain_set(broker *b, msg *m, bool durable)
 {
     bool clear = m->payload.len == 0;
     tree_node *n = tree_get(b->retained, m->topic, !clear);
@@ -256,19 +377,20 @@ void retain_set(broker *b, msg *m)
     if (s)
         c = s->conn;
     if (old) {
-        msg_release_durable(b, old);
+        if (durable)
+            msg_release_durable(b, old);
         msg_unref(old);
         *slot = NULL;
     }
     broker_store *st = b->cfg.store;
     if (clear) {
-        if (old && store_touch(b, c) && !st->retained_delete(st->ctx, m->topic))
+        if (durable && old && store_touch(b, c) && !st->retained_delete(st->ctx, m->topic))
             b->store_failed = true;
         tree_prune(b->retained, n);
         return;
     }
     *slot = msg_ref(m);
-    if (msg_make_durable(b, m, c) && !st->retained_put(st->ctx, m->topic, m->store_id))
+    if (durable && msg_make_durable(b, m, c) && !st->retained_put(st->ctx, m->topic, m->store_id))
         b->store_failed = true;
 }
 
@@ -360,6 +482,9 @@ static void visit_shared(tree_node *node, void *value, void *ctx)
     route_ctx *r = ctx;
     (void)node;
     for (share_group *g = value; g; g = g->next) {
+        /* Spanning workers: exactly one of them serves this message. */
+        if (g->hub_group && !r->b->relay.share_mine(r->b->relay.ctx, g->hub_group, r->m->gid))
+            continue;
         /* Round robin over the group, preferring members that are online. */
         size_t n = 0;
         for (sub *x = g->members; x; x = x->next)
@@ -405,8 +530,8 @@ void route(broker *b, msg *m, uint64_t now)
 
 static void queue_row(const session *s, const delivery *d, store_queue_row *row)
 {
-    *row = (store_queue_row){s->client_id, d->seq, d->m->store_id, d->qos, d->retain,
-                             (uint8_t)d->state, d->packet_id, d->nsub_ids, {0}};
+    *row = (store_queue_row){s->client_id,      d->seq,       d->m->store_id, d->qos, d->retain,
+                             (uint8_t)d->state, d->packet_id, d->nsub_ids,    {0}};
     memcpy(row->sub_ids, d->sub_ids, sizeof(row->sub_ids));
 }
 
@@ -546,7 +671,7 @@ static void pid_mark(session *s, uint16_t id, bool used)
     if (used)
         s->pid_bits[id >> 3] |= (uint8_t)(1u << (id & 7));
     else
-        s->pid_bits[id >> 3] &= (uint8_t)~(1u << (id & 7));
+        s->pid_bits[id >> 3] &= (uint8_t) ~(1u << (id & 7));
 }
 
 /* Start the bitmap from the ids held now (a failed allocation keeps the walk). */
@@ -590,7 +715,8 @@ static uint16_t alias_for(session *s, codec_bytes topic, bool *is_new)
     if (s->client_alias_max == 0)
         return 0;
     for (uint16_t i = 0; i < s->alias_out_used; i++)
-        if (s->alias_out[i].len == topic.len && memcmp(s->alias_out[i].topic, topic.ptr, topic.len) == 0)
+        if (s->alias_out[i].len == topic.len &&
+            memcmp(s->alias_out[i].topic, topic.ptr, topic.len) == 0)
             return (uint16_t)(i + 1);
     if (s->alias_out_used >= s->client_alias_max)
         return 0;
@@ -620,13 +746,16 @@ static void alias_undo(session *s)
 static bool send_publish(broker *b, session *s, delivery *d, bool dup, uint64_t now)
 {
     broker_conn *c = s->conn;
-    codec_publish p = {.dup = dup, .qos = d->qos, .retain = d->retain, .topic = d->m->topic,
-                       .packet_id = d->packet_id, .payload = d->m->payload};
+    codec_publish p = {.dup = dup,
+                       .qos = d->qos,
+                       .retain = d->retain,
+                       .topic = d->m->topic,
+                       .packet_id = d->packet_id,
+                       .payload = d->m->payload};
     bool is_new = false;
     if (s->version == CODEC_V5) {
-        if (d->m->props.len &&
-            codec_props_decode(d->m->props, CODEC_CTX_PUBLISH, CODEC_FROM_SERVER, &p.props) !=
-                CODEC_OK)
+        if (d->m->props.len && codec_props_decode(d->m->props, CODEC_CTX_PUBLISH, CODEC_FROM_SERVER,
+                                                  &p.props) != CODEC_OK)
             return false;
         if (d->m->expires_at) {
             uint64_t left = d->m->expires_at > now ? (d->m->expires_at - now + 999) / 1000 : 0;

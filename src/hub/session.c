@@ -25,8 +25,7 @@ static void send_connack(broker *b, broker_conn *c, const codec_connack *ack)
 }
 
 /* Refuse a CONNECT: CONNACK with the reason in the client's version, close. */
-static void refuse(broker *b, broker_conn *c, uint8_t v5_reason, uint8_t v311_code,
-                   const char *why)
+static void refuse(broker *b, broker_conn *c, uint8_t v5_reason, uint8_t v311_code, const char *why)
 {
     codec_connack ack = {.reason = c->version == CODEC_V5 ? v5_reason : v311_code};
     send_connack(b, c, &ack);
@@ -164,9 +163,12 @@ void publish_will(broker *b, session *s, uint64_t now)
         msg_unref(m);
         return;
     }
-    if (m->retain)
-        retain_set(b, m);
+    if (b->relayed)
+        m->gid = broker_next_id(b);
+    if (m->retain && !b->relay.retained_replica)
+        retain_set(b, m, true);
     route(b, m, now);
+    relay_out(b, m, BROKER_FWD_ROUTE);
     msg_unref(m);
 }
 
@@ -201,9 +203,8 @@ void session_detach(broker *b, session *s, uint64_t now)
         session_destroy(b, s);
         return;
     }
-    s->expires_at = s->expiry_interval == UINT32_MAX
-                        ? 0
-                        : now + (uint64_t)s->expiry_interval * 1000u;
+    s->expires_at =
+        s->expiry_interval == UINT32_MAX ? 0 : now + (uint64_t)s->expiry_interval * 1000u;
     if (s->will) {
         if (s->will_delay == 0)
             publish_will(b, s, now);
@@ -378,9 +379,8 @@ void handle_connect(broker *b, broker_conn *c, const codec_connect *p, uint64_t 
     s->persistent = expiry > 0;
 
     /* What the client can take. */
-    s->client_receive_max = CODEC_HAS(props, CODEC_PROP_RECEIVE_MAXIMUM)
-                                ? props->receive_maximum
-                                : UINT16_MAX;
+    s->client_receive_max =
+        CODEC_HAS(props, CODEC_PROP_RECEIVE_MAXIMUM) ? props->receive_maximum : UINT16_MAX;
     s->client_max_packet =
         CODEC_HAS(props, CODEC_PROP_MAXIMUM_PACKET_SIZE) ? props->maximum_packet_size : 0;
     s->client_alias_max =
@@ -404,9 +404,8 @@ void handle_connect(broker *b, broker_conn *c, const codec_connect *p, uint64_t 
                        "out of memory: the will message of this connection is not kept");
         s->will_expires = CODEC_HAS(&p->will_props, CODEC_PROP_MESSAGE_EXPIRY);
         s->will_expiry = p->will_props.message_expiry;
-        s->will_delay = CODEC_HAS(&p->will_props, CODEC_PROP_WILL_DELAY)
-                            ? p->will_props.will_delay
-                            : 0;
+        s->will_delay =
+            CODEC_HAS(&p->will_props, CODEC_PROP_WILL_DELAY) ? p->will_props.will_delay : 0;
     }
 
     /* Accept. */

@@ -20,11 +20,11 @@
 
 typedef struct store_session_row {
     codec_bytes client_id;
-    uint8_t kind;              /* broker_kind */
-    codec_bytes principal;     /* device id or service name */
+    uint8_t kind;          /* broker_kind */
+    codec_bytes principal; /* device id or service name */
     uint8_t version;
-    uint32_t expiry_interval;  /* seconds */
-    uint64_t expires_at;       /* ms wall clock when offline; 0 while online */
+    uint32_t expiry_interval; /* seconds */
+    uint64_t expires_at;      /* ms wall clock when offline; 0 while online */
 } store_session_row;
 
 typedef struct store_msg_row {
@@ -44,7 +44,7 @@ typedef struct store_queue_row {
     uint64_t msg_id;
     uint8_t qos;
     bool retain;
-    uint8_t state;             /* delivery_state */
+    uint8_t state; /* delivery_state */
     uint16_t packet_id;
     uint8_t nsub_ids;
     uint32_t sub_ids[4];

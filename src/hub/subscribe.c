@@ -47,8 +47,8 @@ static bool tree_insert(broker *b, sub *x)
         return true;
     }
     share_group *g = *slot;
-    while (g && !(g->name.len == x->share.len &&
-                  memcmp(g->name.ptr, x->share.ptr, x->share.len) == 0))
+    while (g &&
+           !(g->name.len == x->share.len && memcmp(g->name.ptr, x->share.ptr, x->share.len) == 0))
         g = g->next;
     if (!g) {
         g = calloc(1, sizeof(*g));
@@ -61,6 +61,14 @@ static bool tree_insert(broker *b, sub *x)
         }
         memcpy(g->name_mem, x->share.ptr, x->share.len);
         g->name = (codec_bytes){g->name_mem, x->share.len};
+        if (b->relay.share_join) {
+            g->hub_group = b->relay.share_join(b->relay.ctx, g->name, x->inner);
+            if (!g->hub_group) {
+                free(g->name_mem);
+                free(g);
+                return false;
+            }
+        }
         g->next = *slot;
         *slot = g;
     }
@@ -97,6 +105,8 @@ static void tree_erase(broker *b, sub *x)
             unlink_sub(&g->members, x);
             if (!g->members) {
                 *gp = g->next;
+                if (g->hub_group)
+                    b->relay.share_leave(b->relay.ctx, g->hub_group);
                 free(g->name_mem);
                 free(g);
             }
@@ -218,8 +228,8 @@ static void send_suback(broker *b, broker_conn *c, uint8_t type, uint16_t packet
 
 /* The SUBACK code for one requested filter; *out gets the subscription made
  * or updated, *is_new whether it was new. */
-static uint8_t subscribe_one(broker *b, session *s, const codec_subscription *e,
-                             uint32_t sub_id, sub **out, bool *is_new)
+static uint8_t subscribe_one(broker *b, session *s, const codec_subscription *e, uint32_t sub_id,
+                             sub **out, bool *is_new)
 {
     bool v5 = s->version == CODEC_V5;
     *out = NULL;
@@ -300,8 +310,7 @@ void handle_subscribe(broker *b, broker_conn *c, const codec_subscribe *p, uint6
      * 1 only for a new subscription, 2 never. */
     for (size_t k = 0; k < i; k++) {
         sub *x = made[k];
-        if (!x || x->share.len || x->retain_handling == 2 ||
-            (x->retain_handling == 1 && !fresh[k]))
+        if (!x || x->share.len || x->retain_handling == 2 || (x->retain_handling == 1 && !fresh[k]))
             continue;
         retained_ctx r = {b, x, now};
         tree_match_topics(b->retained, x->inner, visit_retained, &r);

@@ -20,10 +20,9 @@
 #include <openssl/x509v3.h>
 #include <stdio.h>
 
-static const char tls12_ciphers[] =
-    "ECDHE-ECDSA-AES128-GCM-SHA256:ECDHE-ECDSA-AES256-GCM-SHA384:"
-    "ECDHE-ECDSA-CHACHA20-POLY1305:ECDHE-RSA-AES128-GCM-SHA256:"
-    "ECDHE-RSA-AES256-GCM-SHA384:ECDHE-RSA-CHACHA20-POLY1305";
+static const char tls12_ciphers[] = "ECDHE-ECDSA-AES128-GCM-SHA256:ECDHE-ECDSA-AES256-GCM-SHA384:"
+                                    "ECDHE-ECDSA-CHACHA20-POLY1305:ECDHE-RSA-AES128-GCM-SHA256:"
+                                    "ECDHE-RSA-AES256-GCM-SHA384:ECDHE-RSA-CHACHA20-POLY1305";
 static const char tls13_suites[] =
     "TLS_AES_128_GCM_SHA256:TLS_AES_256_GCM_SHA384:TLS_CHACHA20_POLY1305_SHA256";
 
@@ -38,8 +37,8 @@ const char *tls_error_text(char *out, size_t len)
     return out;
 }
 
-SSL_CTX *tls_server_ctx(const hub_config *cfg, int (*verify_cb)(int, X509_STORE_CTX *),
-                        char *err, size_t errlen)
+SSL_CTX *tls_server_ctx(const hub_config *cfg, int (*verify_cb)(int, X509_STORE_CTX *), char *err,
+                        size_t errlen)
 {
     char why[256];
     SSL_CTX *ctx = SSL_CTX_new(TLS_server_method());

@@ -14,8 +14,8 @@
 /* verify_cb runs for each certificate of the client's chain (OpenSSL's
  * SSL_CTX_set_verify callback); the hub uses it to look the leaf up in the
  * registry. NULL on error with err set (OpenSSL's reason included). */
-SSL_CTX *tls_server_ctx(const hub_config *cfg, int (*verify_cb)(int, X509_STORE_CTX *),
-                        char *err, size_t errlen);
+SSL_CTX *tls_server_ctx(const hub_config *cfg, int (*verify_cb)(int, X509_STORE_CTX *), char *err,
+                        size_t errlen);
 
 /* The last OpenSSL error as text, and the queue cleared. */
 const char *tls_error_text(char *out, size_t len);

@@ -10,6 +10,7 @@ Used through the `hub` fixture in conftest.py:
         c.publish(f"moat/{dev.id}/up/t", b"1", qos=1).wait_for_publish(5)
         out = hub.mosquitto_sub(dev, f"moat/{dev.id}/down/#", count=1)
 """
+import glob
 import os
 import re
 import signal
@@ -22,6 +23,14 @@ from dataclasses import dataclass
 import paho.mqtt.client as mqtt
 from paho.mqtt.properties import Properties
 from paho.mqtt.packettypes import PacketTypes
+
+
+def owner_worker(principal, workers):
+    """The worker that owns a principal: FNV-1a of its id, modulo the count."""
+    h = 2166136261
+    for byte in principal.encode():
+        h = ((h ^ byte) * 16777619) & 0xFFFFFFFF
+    return h % workers
 
 
 @dataclass
@@ -146,6 +155,21 @@ class Hub:
 
     def alive(self):
         return self.proc is not None and self.proc.poll() is None
+
+    # ---- workers and their store files -----------------------------------
+    def workers(self):
+        """How many worker threads the running (or last) hub started."""
+        found = re.findall(r"listening on \S+ \(mutual TLS [^,]*, (\d+) workers?\)", self.log())
+        assert found, "the hub has not logged its listening line yet"
+        return int(found[-1])
+
+    def store_path(self, principal, workers=None):
+        """The store file of the worker that owns a principal (docs/hub.md)."""
+        k = owner_worker(principal, workers or self.workers())
+        return os.path.join(self.dir, "hub.db" if k == 0 else f"hub-{k}.db")
+
+    def store_paths(self):
+        return sorted(glob.glob(os.path.join(self.dir, "hub*.db")))
 
     # ---- clients -------------------------------------------------------
     def ssl_context(self, who, minimum=ssl.TLSVersion.TLSv1_3, maximum=None):

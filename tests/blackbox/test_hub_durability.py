@@ -2,7 +2,8 @@
 
 The promise (docs/hub.md, "Durability"): retained messages, persistent
 sessions with their subscriptions, queued messages and QoS 1/2 in-flight
-state are in DATA_DIR/hub.db, and a QoS 1/2 PUBLISH is acknowledged only
+state are in the workers' store files (DATA_DIR/hub.db, hub-K.db), and a
+QoS 1/2 PUBLISH is acknowledged only
 after the transaction that stored it has committed. So whatever a client saw
 acknowledged must still be there after `kill -9`, not only after a clean stop.
 """
@@ -272,11 +273,15 @@ def test_qos2_inbound_not_duplicated_after_kill9(hub):
 # ---- expiry while the hub is down ---------------------------------------------------
 
 def hub_db_sessions(hub):
-    db = sqlite3.connect(f"file:{os.path.join(hub.dir, 'hub.db')}?mode=ro", uri=True)
-    try:
-        return {bytes(r[0]).decode() for r in db.execute("SELECT client_id FROM sessions")}
-    finally:
-        db.close()
+    """Client ids of the sessions in every worker's store file."""
+    found = set()
+    for path in hub.store_paths():
+        db = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
+        try:
+            found |= {bytes(r[0]).decode() for r in db.execute("SELECT client_id FROM sessions")}
+        finally:
+            db.close()
+    return found
 
 
 def test_session_expired_while_down_is_gone(hub):
@@ -311,7 +316,7 @@ def test_session_expired_while_down_is_gone(hub):
     assert hub.stop() == 0
     # svc/short is back only as the new session it just made (expiry 1 s,
     # stored while it was connected); the old one's queue row is gone.
-    db = sqlite3.connect(f"file:{os.path.join(hub.dir, 'hub.db')}?mode=ro", uri=True)
+    db = sqlite3.connect(f"file:{hub.store_path('svc')}?mode=ro", uri=True)
     try:
         rows = db.execute("SELECT count(*) FROM queue WHERE client_id = ?",
                           (b"svc/short",)).fetchone()[0]
@@ -323,7 +328,7 @@ def test_session_expired_while_down_is_gone(hub):
 # ---- the store cannot be written ---------------------------------------------------
 
 def test_no_ack_when_the_store_is_locked(hub):
-    """Another process holds hub.db's write lock (an operator's sqlite3 shell
+    """Another process holds the store's write lock (an operator's sqlite3 shell
     in a transaction) while a QoS 1 message for an offline persistent session
     comes in. The hub cannot store it, so it must not acknowledge it: the
     publisher is closed without a PUBACK and sends it again later."""
@@ -337,7 +342,8 @@ def test_no_ack_when_the_store_is_locked(hub):
     pub = rm.RawClient.open(hub, svc)
     pub.mqtt_connect("svc/pub")
 
-    lock = sqlite3.connect(os.path.join(hub.dir, "hub.db"), isolation_level=None, timeout=1)
+    # The file of the worker that owns 'svc' (the subscriber's session).
+    lock = sqlite3.connect(hub.store_path("svc"), isolation_level=None, timeout=1)
     try:
         lock.execute("BEGIN IMMEDIATE")
         pub.send(rm.publish("t/lock", b"m", qos=1, pid=1))

@@ -2165,6 +2165,179 @@ static void test_store_write_fails(void **state)
     tmpstore_close(&ts);
 }
 
+/* ---- several workers: the relay hooks (broker_relay) ---------------------- */
+
+/* What a broker forwarded, copied (the views die with the pass). */
+typedef struct captured {
+    broker_fwd f;
+    uint8_t mem[1024];
+} captured;
+
+typedef struct test_relay {
+    broker_relay relay;
+    captured got[16];
+    size_t n;
+    uint64_t ids;
+} test_relay;
+
+static void capture_forward(void *ctx, const broker_fwd *f)
+{
+    test_relay *r = ctx;
+    assert_true(r->n < 16);
+    captured *c = &r->got[r->n++];
+    c->f = *f;
+    size_t at = 0;
+    codec_bytes *parts[] = {&c->f.topic, &c->f.payload, &c->f.props, &c->f.origin};
+    for (size_t i = 0; i < 4; i++) {
+        assert_true(at + parts[i]->len <= sizeof(c->mem));
+        if (parts[i]->len)
+            memcpy(c->mem + at, parts[i]->ptr, parts[i]->len);
+        parts[i]->ptr = c->mem + at;
+        at += parts[i]->len;
+    }
+}
+
+static uint64_t counting_id(void *ctx)
+{
+    test_relay *r = ctx;
+    return ++r->ids;
+}
+
+static harness *h_relay(test_relay *r, bool replica)
+{
+    memset(r, 0, sizeof(*r));
+    r->relay = (broker_relay){.ctx = r,
+                              .forward = capture_forward,
+                              .next_id = counting_id,
+                              .retained_replica = replica,
+                              .hold_acks = true};
+    harness *h = calloc(1, sizeof(*h));
+    assert_non_null(h);
+    h->now = T0;
+    test_limits(&h->cfg.limits);
+    h->cfg.log = log_event;
+    h->cfg.log_ctx = h;
+    h->cfg.policies_for = policies_for;
+    h->cfg.policies_ctx = h;
+    h->cfg.relay = &r->relay;
+    h->b = broker_new(&h->cfg, h->now);
+    assert_non_null(h->b);
+    return h;
+}
+
+/* A PUBACK waits for release; the message crosses as a copy that routes on
+ * the other broker; a match there turns the provisional 0x10 into 0x00. */
+static void test_relay_holds_acks_until_released(void **state)
+{
+    (void)state;
+    test_relay ra, rb;
+    harness *a = h_relay(&ra, false), *b = h_relay(&rb, true);
+    tconn *pub = join(a, BROKER_SERVICE, "pub", CODEC_V5);
+    tconn *sub = join(b, BROKER_SERVICE, "sub", CODEC_V5);
+    subscribe(sub, "t/#", 1, 0, 1);
+
+    uint64_t p1 = broker_pass(a->b);
+    publish(pub, "t/1", "one", 1, false, 7);
+    expect_nothing(pub); /* held */
+    assert_int_equal(ra.n, 1);
+    assert_true(bytes_is(ra.got[0].f.payload, "one"));
+    assert_int_equal(ra.got[0].f.flags, BROKER_FWD_ROUTE);
+    assert_int_not_equal(ra.got[0].f.gid, 0);
+
+    assert_true(broker_inject(b->b, &ra.got[0].f, b->now));
+    assert_true(pass(b));
+    expect_publish(sub, "t/1", "one", 1, false);
+
+    broker_ack_matched(a->b, ra.got[0].f.gid);
+    broker_release_acks(a->b, p1, true);
+    assert_true(pass(a));
+    expect_ack(pub, CODEC_PUBACK, 7, 0x00);
+
+    /* Nobody anywhere: 0x10 stays. */
+    uint64_t p2 = broker_pass(a->b);
+    publish(pub, "x/1", "two", 1, false, 8);
+    expect_nothing(pub);
+    assert_false(broker_inject(b->b, &ra.got[1].f, b->now));
+    broker_release_acks(a->b, p2, true);
+    assert_true(pass(a));
+    expect_ack(pub, CODEC_PUBACK, 8, 0x10);
+    h_free(a);
+    h_free(b);
+}
+
+/* A pass lost on another worker: no acknowledgement, the publisher closed. */
+static void test_relay_lost_pass_closes_unacknowledged(void **state)
+{
+    (void)state;
+    test_relay ra;
+    harness *a = h_relay(&ra, false);
+    tconn *pub = join(a, BROKER_SERVICE, "pub", CODEC_V5);
+    uint64_t p = broker_pass(a->b);
+    publish(pub, "t/1", "one", 1, false, 3);
+    expect_nothing(pub);
+    broker_release_acks(a->b, p, false);
+    pass(a);
+    assert_true(pub->closing);
+    expect_nothing(pub);
+    h_free(a);
+}
+
+/* Acks stay in PUBLISH order even when released in two steps. */
+static void test_relay_acks_keep_their_order(void **state)
+{
+    (void)state;
+    test_relay ra;
+    harness *a = h_relay(&ra, false);
+    tconn *pub = join(a, BROKER_SERVICE, "pub", CODEC_V5);
+    uint64_t p1 = broker_pass(a->b);
+    publish(pub, "t/1", "a", 1, false, 1);
+    uint64_t p2 = broker_pass(a->b);
+    assert_true(p2 > p1);
+    publish(pub, "t/2", "b", 1, false, 2);
+    expect_nothing(pub);
+    broker_release_acks(a->b, p1, true);
+    pass(a);
+    expect_ack(pub, CODEC_PUBACK, 1, 0x10);
+    expect_nothing(pub);
+    broker_release_acks(a->b, p2, true);
+    pass(a);
+    expect_ack(pub, CODEC_PUBACK, 2, 0x10);
+    h_free(a);
+}
+
+/* A replica does not set retained messages itself: the authority stores the
+ * change and hands it back as a replica, so every worker sees one order. */
+static void test_relay_retained_goes_through_the_authority(void **state)
+{
+    (void)state;
+    test_relay ra, rb;
+    harness *auth = h_relay(&ra, false), *rep = h_relay(&rb, true);
+    tconn *pub = join(rep, BROKER_SERVICE, "pub", CODEC_V5);
+    publish(pub, "t/r", "kept", 0, true, 0);
+    pass(rep);
+    tconn *s1 = join(rep, BROKER_SERVICE, "s1", CODEC_V5);
+    subscribe(s1, "t/r", 0, 0, 0);
+    expect_nothing(s1); /* not applied locally */
+    assert_int_equal(rb.n, 1);
+    assert_true(rb.got[0].f.retain);
+
+    broker_fwd to_auth = rb.got[0].f;
+    to_auth.flags = BROKER_FWD_ROUTE | BROKER_FWD_RETAIN_STORE;
+    broker_inject(auth->b, &to_auth, auth->now);
+    assert_int_equal(ra.n, 1);
+    assert_int_equal(ra.got[0].f.flags, BROKER_FWD_RETAIN_REPLICA);
+    tconn *s2 = join(auth, BROKER_SERVICE, "s2", CODEC_V5);
+    subscribe(s2, "t/r", 0, 0, 0);
+    expect_publish(s2, "t/r", "kept", 0, true);
+
+    broker_inject(rep->b, &ra.got[0].f, rep->now);
+    tconn *s3 = join(rep, BROKER_SERVICE, "s3", CODEC_V5);
+    subscribe(s3, "t/r", 0, 0, 0);
+    expect_publish(s3, "t/r", "kept", 0, true);
+    h_free(auth);
+    h_free(rep);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -2209,6 +2382,10 @@ int main(void)
         cmocka_unit_test(test_durable_overlapping),
         cmocka_unit_test(test_store_commit_fails),
         cmocka_unit_test(test_store_write_fails),
+        cmocka_unit_test(test_relay_holds_acks_until_released),
+        cmocka_unit_test(test_relay_lost_pass_closes_unacknowledged),
+        cmocka_unit_test(test_relay_acks_keep_their_order),
+        cmocka_unit_test(test_relay_retained_goes_through_the_authority),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
