@@ -9,7 +9,8 @@ PYTHON     ?= /usr/bin/python3
 # Seconds per fuzz target: a short smoke in `make check`, a long run in `make fuzz`.
 FUZZ_SMOKE_SECONDS ?= 15
 FUZZ_SECONDS       ?= 600
-FUZZERS = fuzz_decode fuzz_roundtrip fuzz_props fuzz_topic fuzz_policy fuzz_tree fuzz_broker
+FUZZERS = fuzz_decode fuzz_roundtrip fuzz_props fuzz_topic fuzz_policy fuzz_tree fuzz_broker \
+          fuzz_record fuzz_command fuzz_queue fuzz_client fuzz_tstore_record
 
 .PHONY: help bootstrap build san run check lint unit unit-san blackbox fuzz-smoke fuzz format clean \
 	bench bench-smoke

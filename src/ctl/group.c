@@ -123,6 +123,27 @@ static int group_list(const ctl_ctx *ctx, int argc, char **argv)
     return finish(reg, st, NULL);
 }
 
+typedef struct settings_ctx {
+    bool json;
+    size_t n;
+} settings_ctx;
+
+static int print_setting(void *vctx, const char *group, const char *key, const char *value)
+{
+    settings_ctx *c = vctx;
+    (void)group;
+    if (c->json) {
+        printf("%s", c->n ? ", " : "");
+        ctl_json_str(stdout, key);
+        printf(": ");
+        ctl_json_str(stdout, value);
+    } else {
+        printf("  %-20s %s\n", key, value);
+    }
+    c->n++;
+    return 0;
+}
+
 static int group_show(const ctl_ctx *ctx, int argc, char **argv)
 {
     ctl_opt opts[] = {{.name = "json"}};
@@ -162,9 +183,16 @@ static int group_show(const ctl_ctx *ctx, int argc, char **argv)
     if ((st = registry_group_members(reg, name, print_name, &mc)) != REGISTRY_OK)
         goto out;
     if (json)
-        printf("]}\n");
+        printf("], \"settings\": {");
     else
-        printf("%s\n", mc.n ? "" : "(none)");
+        printf("%s\nsettings:\n", mc.n ? "" : "(none)");
+    settings_ctx sc = {.json = json};
+    if ((st = registry_group_setting_list(reg, name, print_setting, &sc)) != REGISTRY_OK)
+        goto out;
+    if (json)
+        printf("}}\n");
+    else if (sc.n == 0)
+        printf("  (none)\n");
 out:
     free(description);
     registry_rollback(reg);
@@ -192,6 +220,8 @@ static int group_simple(const ctl_ctx *ctx, const char *sub, int argc, char **ar
     const char *a = args.pos[0], *b = two ? args.pos[1] : NULL;
     registry_status st;
     char done[256];
+    if ((rc = ctl_change_begin(reg)) != CTL_EXIT_OK)
+        return rc;
     if (is_add) {
         st = registry_group_add(reg, a, opts[0].count ? opts[0].values[0] : "");
         snprintf(done, sizeof done, "group %s: added", a);
@@ -211,7 +241,75 @@ static int group_simple(const ctl_ctx *ctx, const char *sub, int argc, char **ar
         st = registry_member_remove(reg, a, b);
         snprintf(done, sizeof done, "group %s: %s removed", a, b);
     }
-    return finish(reg, st, done);
+    /* Audited under the group's name; the policy or member in the details. */
+    const char *subject = a, *dkey = NULL, *dval = NULL;
+    if (strcmp(sub, "attach") == 0 || strcmp(sub, "detach") == 0) {
+        subject = b;
+        dkey = "policy";
+        dval = a;
+    } else if (b) {
+        dkey = "member";
+        dval = b;
+    } else if (is_add && opts[0].count) {
+        dkey = "description";
+        dval = opts[0].values[0];
+    }
+    char action[40];
+    snprintf(action, sizeof action, "group.%s", sub);
+    return ctl_change_finish(reg, ctl_data_dir(ctx, &args, "group"), st, action, subject,
+                             ctl_audit_kv(dkey, dval, NULL, NULL), done);
+}
+
+/* Settings moat itself reads, with the values it accepts. Other keys are
+ * stored too (a newer hub may know them) but draw a warning, so that a typo
+ * does not go unnoticed. */
+static const struct {
+    const char *key;
+    unsigned long min, max;
+    const char *meaning;
+} known_settings[] = {
+    {"retention_days", 1, 36500, "days a device's readings are kept"},
+    {"retention_max_mb", 1, 16777216, "MiB of readings kept per device"},
+    {"report_interval", 1, 31536000, "seconds within which a device is expected to report"},
+};
+
+static int group_setting(const ctl_ctx *ctx, const char *sub, int argc, char **argv)
+{
+    bool set = strcmp(sub, "set") == 0;
+    ctl_args args;
+    registry *reg = NULL;
+    bool helped;
+    int rc = setup(ctx, "group", sub, set ? "GROUP KEY VALUE" : "GROUP KEY", argc, argv, NULL, 0,
+                   set ? 3 : 2, &args, &reg, &helped);
+    if (rc != CTL_EXIT_OK || helped)
+        return rc;
+    const char *group = args.pos[0], *key = args.pos[1], *value = set ? args.pos[2] : NULL;
+    bool known = false;
+    for (size_t i = 0; i < sizeof known_settings / sizeof known_settings[0]; i++) {
+        unsigned long v;
+        if (strcmp(key, known_settings[i].key) != 0)
+            continue;
+        known = true;
+        if (set && !ctl_parse_uint(value, known_settings[i].min, known_settings[i].max, &v)) {
+            ctl_err("group %s: %s (%s) must be a whole number from %lu to %lu", group, key,
+                    known_settings[i].meaning, known_settings[i].min, known_settings[i].max);
+            registry_close(reg);
+            return CTL_EXIT_FAIL;
+        }
+    }
+    if ((rc = ctl_change_begin(reg)) != CTL_EXIT_OK)
+        return rc;
+    registry_status st = registry_group_setting_set(reg, group, key, value);
+    if (st == REGISTRY_OK && set && !known)
+        ctl_err("note: '%s' is not a setting this moatctl knows; stored anyway", key);
+    char done[256];
+    if (set)
+        snprintf(done, sizeof done, "group %s: %s = %s", group, key, value);
+    else
+        snprintf(done, sizeof done, "group %s: %s removed", group, key);
+    return ctl_change_finish(reg, ctl_data_dir(ctx, &args, "group"), st,
+                             set ? "group.set" : "group.unset", group,
+                             ctl_audit_kv("key", key, set ? "value" : NULL, value), done);
 }
 
 int ctl_cmd_group(const ctl_ctx *ctx, int argc, char **argv)
@@ -227,6 +325,8 @@ int ctl_cmd_group(const ctl_ctx *ctx, int argc, char **argv)
         return group_list(ctx, argc - 1, argv + 1);
     if (strcmp(sub, "show") == 0)
         return group_show(ctx, argc - 1, argv + 1);
+    if (strcmp(sub, "set") == 0 || strcmp(sub, "unset") == 0)
+        return group_setting(ctx, sub, argc - 1, argv + 1);
     static const char *const simple[] = {"add",    "delete",     "attach",
                                          "detach", "add-member", "remove-member"};
     for (size_t i = 0; i < sizeof simple / sizeof simple[0]; i++)
@@ -250,6 +350,7 @@ static int policy_add(const ctl_ctx *ctx, int argc, char **argv)
     const char *name = args.pos[0], *file = args.pos[1];
     char *text = NULL;
     size_t len = 0;
+    struct json_t *details = NULL;
     if ((rc = ctl_read_input(file, POLICY_MAX_DOCUMENT, &text, &len)) != CTL_EXIT_OK) {
         registry_close(reg);
         return rc;
@@ -267,7 +368,10 @@ static int policy_add(const ctl_ctx *ctx, int argc, char **argv)
             ctl_err("policy %s refused: %s: %s", name, file, perr[0] ? perr : "does not parse");
             rc = CTL_EXIT_FAIL;
         } else {
-            st = registry_policy_put(reg, name, text, len, opts[0].count > 0);
+            st = registry_begin(reg);
+            if (st == REGISTRY_OK)
+                st = registry_policy_put(reg, name, text, len, opts[0].count > 0);
+            details = ctl_audit_document(text, len, opts[0].count > 0);
         }
     }
     free(text);
@@ -277,7 +381,8 @@ static int policy_add(const ctl_ctx *ctx, int argc, char **argv)
     }
     char done[128];
     snprintf(done, sizeof done, "policy %s: %s", name, opts[0].count ? "stored" : "added");
-    return finish(reg, st, done);
+    return ctl_change_finish(reg, ctl_data_dir(ctx, &args, "policy"), st, "policy.add", name,
+                             details, done);
 }
 
 static int policy_show(const ctl_ctx *ctx, int argc, char **argv)
@@ -360,7 +465,11 @@ static int policy_delete(const ctl_ctx *ctx, int argc, char **argv)
         return rc;
     char done[128];
     snprintf(done, sizeof done, "policy %s: deleted", args.pos[0]);
-    return finish(reg, registry_policy_delete(reg, args.pos[0]), done);
+    if ((rc = ctl_change_begin(reg)) != CTL_EXIT_OK)
+        return rc;
+    return ctl_change_finish(reg, ctl_data_dir(ctx, &args, "policy"),
+                             registry_policy_delete(reg, args.pos[0]), "policy.delete", args.pos[0],
+                             NULL, done);
 }
 
 int ctl_cmd_policy(const ctl_ctx *ctx, int argc, char **argv)

@@ -25,9 +25,9 @@
 #include "ctl.h"
 
 /* The files of a data directory, in the order they are made. */
-static const char *const FILES[] = {"ca.key",     "ca.crt",      "server.key", "server.crt",
-                                    "master.key", "registry.db", "moatd.conf"};
-enum { REGISTRY_FILE = 5 }; /* index of registry.db above */
+static const char *const FILES[] = {"ca.key",     "ca.crt",    "server.key",  "server.crt",
+                                    "master.key", "audit.key", "registry.db", "moatd.conf"};
+enum { REGISTRY_FILE = 6 }; /* index of registry.db above */
 #define NFILES (sizeof FILES / sizeof FILES[0])
 
 static const char CONFIG[] =
@@ -202,7 +202,16 @@ static int write_all(const char *dir, made *m, bool created[NFILES])
         else if (strcmp(f, "moatd.conf") == 0)
             st = pki_file_write_atomic(path, CONFIG, sizeof CONFIG - 1, 0644, PKI_WRITE_NOCLOBBER,
                                        &err);
-        else if (strcmp(f, "registry.db") == 0) {
+        else if (strcmp(f, "audit.key") == 0) {
+            /* The audit log's own key (not master.key: that one is rotated). */
+            unsigned char k[32];
+            if (RAND_priv_bytes(k, sizeof k) != 1) {
+                ctl_err("the random number generator failed");
+                return CTL_EXIT_FAIL;
+            }
+            st = pki_file_write_atomic(path, k, sizeof k, 0600, PKI_WRITE_NOCLOBBER, &err);
+            OPENSSL_cleanse(k, sizeof k);
+        } else if (strcmp(f, "registry.db") == 0) {
             registry *reg = NULL;
             char rerr[320];
             created[i] = true; /* registry_open may have created it even on failure */
@@ -210,7 +219,11 @@ static int write_all(const char *dir, made *m, bool created[NFILES])
                 ctl_err("%s", rerr);
                 return CTL_EXIT_FAIL;
             }
+            /* The audit log starts with the hub: its first entry is this init. */
+            int arc = ctl_audit_init(reg, dir, m->ca.cert);
             registry_close(reg);
+            if (arc != CTL_EXIT_OK)
+                return arc;
             continue;
         }
         if (st == PKI_OK)

@@ -27,6 +27,16 @@ static int dispatch(const ctl_ctx *ctx, const char *cmd, int argc, char **argv)
         return ctl_cmd_group(ctx, argc, argv);
     if (strcmp(cmd, "policy") == 0)
         return ctl_cmd_policy(ctx, argc, argv);
+    if (strcmp(cmd, "telemetry") == 0)
+        return ctl_cmd_telemetry(ctx, argc, argv);
+    if (strcmp(cmd, "key") == 0)
+        return ctl_cmd_key(ctx, argc, argv);
+    if (strcmp(cmd, "command") == 0)
+        return ctl_cmd_command(ctx, argc, argv);
+    if (strcmp(cmd, "audit") == 0)
+        return ctl_cmd_audit(ctx, argc, argv);
+    if (strcmp(cmd, "alerts") == 0)
+        return ctl_cmd_alerts(ctx, argc, argv);
     if (strcmp(cmd, "help") == 0) {
         if (argc > 1)
             return ctl_usage(NULL, "help takes at most one command");

@@ -14,11 +14,20 @@
  * `add` makes the key pair here (development, or devices without a key
  * store); `enroll` is the normal path where the private key never leaves the
  * device: the hub only ever sees its CSR.
+ *
+ * `renew` runs the same two paths for a principal that exists and is
+ * active: one more certificate under the same id. The old one keeps working
+ * until it expires, so a fleet can move over at its own pace, unless
+ * --revoke-old revokes it in the same transaction (the hub then closes a
+ * connection that uses it within a poll interval).
  */
 #include <errno.h>
+#include <jansson.h>
+#include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "ctl.h"
@@ -33,6 +42,11 @@ typedef struct plan {
     const ctl_opt *groups;
     const ctl_opt *policies; /* services only; may be NULL */
     unsigned days;
+    const char *how;    /* "add", "enroll" or "renew", for the audit log */
+    bool renew;         /* one more certificate for the existing principal id */
+    bool revoke_old;    /* renew: revoke its other certificates in the same transaction */
+    bool key_here;      /* renew: the key pair was made here (for the audit log) */
+    size_t still_valid; /* renew, set on success: older certificates still valid */
 } plan;
 
 /* Files written during an enrollment, removed again if it fails. */
@@ -63,22 +77,30 @@ static int parse_days(const ctl_opt *o, const char *group, unsigned *days)
     return CTL_EXIT_OK;
 }
 
+/* What the registry records of cert, issued to id. */
+static int cert_record(X509 *cert, const char *id, registry_cert *c)
+{
+    pki_error perr;
+    memset(c, 0, sizeof *c);
+    memcpy(c->principal, id, strlen(id) + 1);
+    if (pki_cert_fingerprint(cert, c->fingerprint, &perr) != PKI_OK ||
+        pki_cert_serial_hex(cert, c->serial, sizeof c->serial, &perr) != PKI_OK ||
+        pki_cert_not_after(cert, &c->not_after, &perr) != PKI_OK) {
+        ctl_err("%s", perr.msg);
+        return CTL_EXIT_FAIL;
+    }
+    return CTL_EXIT_OK;
+}
+
 /* Record principal, groups, policies and certificate; run out() before the
  * commit. */
 static int register_cert(registry *reg, const plan *p, X509 *cert, const pki_ca *ca, output_fn out,
                          void *octx, written *w)
 {
-    int rc = CTL_EXIT_OK;
-    pki_error perr;
     registry_cert c;
-    memset(&c, 0, sizeof c);
-    memcpy(c.principal, p->id, strlen(p->id) + 1);
-    if (pki_cert_fingerprint(cert, c.fingerprint, &perr) != PKI_OK ||
-        pki_cert_serial_hex(cert, c.serial, sizeof c.serial, &perr) != PKI_OK ||
-        pki_cert_not_after(cert, &c.not_after, &perr) != PKI_OK) {
-        ctl_err("%s", perr.msg);
-        return CTL_EXIT_FAIL;
-    }
+    int rc = cert_record(cert, p->id, &c);
+    if (rc != CTL_EXIT_OK)
+        return rc;
     registry_status st = registry_begin(reg);
     if (st == REGISTRY_OK)
         st = registry_principal_add(reg, p->kind, p->id);
@@ -106,8 +128,19 @@ static int register_cert(registry *reg, const plan *p, X509 *cert, const pki_ca 
     }
     if (st == REGISTRY_OK)
         st = registry_cert_add(reg, &c);
+    char action[32];
+    snprintf(action, sizeof action, "%s.%s", p->word, p->how);
     if (st != REGISTRY_OK) {
+        char why[320];
+        snprintf(why, sizeof why, "%s", registry_errmsg(reg));
         rc = ctl_reg_fail(reg, st);
+        registry_rollback(reg);
+        ctl_audit_failed(reg, p->dir, action, p->id, why, NULL);
+        return rc;
+    }
+    rc = ctl_audit_ok(reg, p->dir, action, p->id,
+                      ctl_audit_cert_details(&c, p->groups, p->policies));
+    if (rc != CTL_EXIT_OK) {
         registry_rollback(reg);
         return rc;
     }
@@ -121,6 +154,143 @@ static int register_cert(registry *reg, const plan *p, X509 *cert, const pki_ca 
         registry_rollback(reg);
         written_undo(w);
     }
+    return rc;
+}
+
+/* ---- renew: one more certificate for an existing principal --------------- */
+
+/* The certificates a principal holds that are not revoked yet, taken before
+ * the new one is added. */
+typedef struct old_certs {
+    uint8_t (*fp)[REGISTRY_FINGERPRINT_LEN];
+    int64_t *not_after;
+    size_t n, cap;
+    bool nomem;
+} old_certs;
+
+static int collect_unrevoked(void *vctx, const registry_cert *c)
+{
+    old_certs *o = vctx;
+    if (c->revoked)
+        return 0;
+    if (o->n == o->cap) {
+        size_t cap = o->cap ? o->cap * 2 : 4;
+        if (cap > SIZE_MAX / sizeof *o->fp) {
+            o->nomem = true;
+            return 1;
+        }
+        void *fp = realloc(o->fp, cap * sizeof *o->fp);
+        if (fp)
+            o->fp = fp;
+        void *na = fp ? realloc(o->not_after, cap * sizeof *o->not_after) : NULL;
+        if (!na) {
+            o->nomem = true;
+            return 1;
+        }
+        o->not_after = na;
+        o->cap = cap;
+    }
+    memcpy(o->fp[o->n], c->fingerprint, REGISTRY_FINGERPRINT_LEN);
+    o->not_after[o->n++] = c->not_after;
+    return 0;
+}
+
+/* Add cert to the active principal p->id; with p->revoke_old revoke every
+ * other certificate it holds, in the same transaction as the audit entry
+ * that lists them; run out() before the commit. *still_valid: how many
+ * older, unexpired certificates stay valid. */
+static int renew_cert(registry *reg, const plan *p, X509 *cert, const pki_ca *ca, output_fn out,
+                      void *octx, written *w, size_t *still_valid)
+{
+    registry_cert c;
+    int rc = cert_record(cert, p->id, &c);
+    if (rc != CTL_EXIT_OK)
+        return rc;
+    char action[32], why[320] = "";
+    snprintf(action, sizeof action, "%s.renew", p->word);
+    old_certs old = {.n = 0};
+    json_t *revoked = json_array(), *details = NULL;
+    int64_t now = (int64_t)time(NULL);
+    registry_principal pr;
+    registry_status st = registry_begin(reg);
+    if (st == REGISTRY_OK)
+        st = registry_principal_get(reg, p->id, p->kind, &pr);
+    /* Inside the transaction, so a revoke or disable cannot slip in between
+     * the check and the new certificate. */
+    if (st == REGISTRY_OK && pr.status != REGISTRY_ACTIVE) {
+        if (pr.status == REGISTRY_REVOKED)
+            snprintf(why, sizeof why,
+                     "%s %s is revoked: it cannot be renewed (revocation is permanent; "
+                     "enroll a new %s instead)",
+                     p->word, p->id, p->word);
+        else
+            snprintf(why, sizeof why, "%s %s is disabled: enable it before renewing", p->word,
+                     p->id);
+        st = REGISTRY_REFUSED;
+    }
+    if (st == REGISTRY_OK) {
+        st = registry_cert_list(reg, p->id, collect_unrevoked, &old);
+        if (old.nomem)
+            snprintf(why, sizeof why, "out of memory");
+    }
+    if (st == REGISTRY_OK)
+        st = registry_cert_add(reg, &c);
+    *still_valid = 0;
+    for (size_t i = 0; st == REGISTRY_OK && i < old.n; i++) {
+        if (!p->revoke_old) {
+            *still_valid += old.not_after[i] > now;
+            continue;
+        }
+        st = registry_cert_revoke(reg, p->id, old.fp[i]);
+        char hex[2 * REGISTRY_FINGERPRINT_LEN + 1];
+        ctl_hex(old.fp[i], REGISTRY_FINGERPRINT_LEN, hex);
+        if (revoked)
+            json_array_append_new(revoked, json_string(hex));
+    }
+    if (st == REGISTRY_OK && !revoked) {
+        snprintf(why, sizeof why, "out of memory");
+        st = REGISTRY_NOMEM;
+    }
+    if (st != REGISTRY_OK) {
+        if (!why[0])
+            snprintf(why, sizeof why, "%s", registry_errmsg(reg));
+        if (st == REGISTRY_BUSY)
+            ctl_reg_fail(reg, st);
+        else
+            ctl_err("%s", why);
+        registry_rollback(reg);
+        ctl_audit_failed(reg, p->dir, action, p->id, why, NULL);
+        rc = CTL_EXIT_FAIL;
+        goto out;
+    }
+    details = ctl_audit_cert_details(&c, NULL, NULL);
+    if (details) {
+        json_object_set_new(details, "key", json_string(p->key_here ? "made by moatctl" : "csr"));
+        json_object_set(details, "revoked_old", revoked);
+    }
+    rc = ctl_audit_ok(reg, p->dir, action, p->id, details);
+    if (rc != CTL_EXIT_OK) {
+        registry_rollback(reg);
+        goto out;
+    }
+    if ((rc = out(octx, p, cert, ca, w)) != CTL_EXIT_OK) {
+        registry_rollback(reg);
+        written_undo(w);
+        goto out;
+    }
+    if ((st = registry_commit(reg)) != REGISTRY_OK) {
+        rc = ctl_reg_fail(reg, st);
+        registry_rollback(reg);
+        written_undo(w);
+        goto out;
+    }
+    if (p->revoke_old && old.n)
+        fprintf(stderr, "moatctl: %s %s: %zu older certificate%s revoked\n", p->word, p->id, old.n,
+                old.n == 1 ? "" : "s");
+out:
+    json_decref(revoked);
+    free(old.fp);
+    free(old.not_after);
     return rc;
 }
 
@@ -149,7 +319,7 @@ static int enroll(plan *p, X509_REQ *csr, output_fn out, void *octx)
         ctl_err("%s", err.msg);
         goto out;
     }
-    if (p->kind == REGISTRY_DEVICE && registry_device_id_new(p->id) != REGISTRY_OK) {
+    if (p->kind == REGISTRY_DEVICE && !p->renew && registry_device_id_new(p->id) != REGISTRY_OK) {
         ctl_err("the random number generator failed");
         goto out;
     }
@@ -157,7 +327,8 @@ static int enroll(plan *p, X509_REQ *csr, output_fn out, void *octx)
         ctl_err("%s", err.msg);
         goto out;
     }
-    rc = register_cert(reg, p, cert, &ca, out, octx, &w);
+    rc = p->renew ? renew_cert(reg, p, cert, &ca, out, octx, &w, &p->still_valid)
+                  : register_cert(reg, p, cert, &ca, out, octx, &w);
 out:
     X509_free(cert);
     pki_ca_free(&ca);
@@ -234,7 +405,7 @@ static int cmd_add(const ctl_ctx *ctx, registry_kind kind, const char *word, int
         return rc;
     if (args.help)
         return ctl_help(word, stdout) ? CTL_EXIT_OK : CTL_EXIT_FAIL;
-    plan p = {.kind = kind, .word = word, .groups = &opts[0]};
+    plan p = {.kind = kind, .word = word, .groups = &opts[0], .how = "add"};
     if (kind == REGISTRY_SERVICE) {
         p.policies = &opts[3];
         if (args.npos != 1)
@@ -335,7 +506,7 @@ static int cmd_enroll(const ctl_ctx *ctx, registry_kind kind, const char *word, 
         return rc;
     if (args.help)
         return ctl_help(word, stdout) ? CTL_EXIT_OK : CTL_EXIT_FAIL;
-    plan p = {.kind = kind, .word = word, .groups = &opts[1]};
+    plan p = {.kind = kind, .word = word, .groups = &opts[1], .how = "enroll"};
     if (kind == REGISTRY_SERVICE) {
         p.policies = &opts[4];
         if (args.npos != 1)
@@ -378,6 +549,134 @@ static int cmd_enroll(const ctl_ctx *ctx, registry_kind kind, const char *word, 
             fputs(k.pem, stdout);
     }
     free(k.pem);
+    return rc;
+}
+
+/* ---- renew ----------------------------------------------------------------- */
+
+/* renew --out: refuse at once, with a reason, to overwrite the files of the
+ * key and certificate in use (written without clobbering anyway). */
+static int renew_outdir_free(const char *outdir, const char *id)
+{
+    static const char *const ext[] = {".key", ".crt"};
+    for (size_t i = 0; i < 2; i++) {
+        char name[REGISTRY_ID_MAX + 8], path[4096];
+        struct stat sb;
+        snprintf(name, sizeof name, "%s%s", id, ext[i]);
+        if (!ctl_path(path, sizeof path, outdir, name))
+            return CTL_EXIT_FAIL;
+        if (lstat(path, &sb) == 0) {
+            ctl_err("%s exists: renew never overwrites a key or certificate; use another "
+                    "--out directory, or move the old files away",
+                    path);
+            return CTL_EXIT_FAIL;
+        }
+    }
+    return CTL_EXIT_OK;
+}
+
+static int renew_from_csr(plan *p, const char *csr_path, const char *out)
+{
+    char *data = NULL;
+    size_t len = 0;
+    int rc = ctl_read_input(csr_path, PKI_MAX_FILE, &data, &len);
+    if (rc != CTL_EXIT_OK)
+        return rc;
+    X509_REQ *csr = NULL;
+    pki_error err;
+    if (pki_csr_parse(&csr, data, len, &err) != PKI_OK) {
+        ctl_err("%s: CSR refused: %s", csr_path, err.msg);
+        free(data);
+        return CTL_EXIT_FAIL;
+    }
+    free(data);
+    enroll_keep k = {.e = {.out = out}, .pem = NULL};
+    rc = enroll(p, csr, enroll_keep_output, &k);
+    X509_REQ_free(csr);
+    if (rc == CTL_EXIT_OK) {
+        printf("%s\n", p->id);
+        if (k.pem)
+            fputs(k.pem, stdout);
+    }
+    free(k.pem);
+    return rc;
+}
+
+static int renew_with_new_key(plan *p, const char *outdir)
+{
+    int rc = renew_outdir_free(outdir, p->id);
+    if (rc != CTL_EXIT_OK)
+        return rc;
+    add_ctx a = {.outdir = outdir};
+    X509_REQ *csr = NULL;
+    pki_error err;
+    if (pki_key_generate(&a.key, &err) != PKI_OK ||
+        pki_csr_create(&csr, a.key, NULL, &err) != PKI_OK) {
+        ctl_err("%s", err.msg);
+        rc = CTL_EXIT_FAIL;
+    } else {
+        rc = enroll(p, csr, add_output, &a);
+    }
+    X509_REQ_free(csr);
+    EVP_PKEY_free(a.key);
+    if (rc == CTL_EXIT_OK) {
+        printf("%s\n", p->id);
+        fprintf(stderr, "moatctl: wrote %s/%s.key (keep it secret), %s/%s.crt and %s/ca.crt\n",
+                outdir, p->id, outdir, p->id, outdir);
+    }
+    return rc;
+}
+
+static int cmd_renew(const ctl_ctx *ctx, registry_kind kind, const char *word, int argc,
+                     char **argv)
+{
+    ctl_opt opts[] = {{.name = "csr", .has_arg = true},
+                      {.name = "out", .has_arg = true},
+                      {.name = "days", .has_arg = true},
+                      {.name = "revoke-old"}};
+    ctl_args args;
+    int rc = ctl_parse(word, argc, argv, opts, 4, &args);
+    if (rc != CTL_EXIT_OK)
+        return rc;
+    if (args.help)
+        return ctl_help(word, stdout) ? CTL_EXIT_OK : CTL_EXIT_FAIL;
+    if (args.npos != 1)
+        return ctl_usage(word, "%s renew needs exactly one %s", word,
+                         kind == REGISTRY_DEVICE ? "ID" : "NAME");
+    if (opts[0].count == 0 && opts[1].count == 0)
+        return ctl_usage(word,
+                         "%s renew needs --csr FILE (the %s keeps its key) or --out OUTDIR "
+                         "(a new key pair made here)",
+                         word, word);
+    plan p = {.kind = kind,
+              .word = word,
+              .how = "renew",
+              .renew = true,
+              .revoke_old = opts[3].count > 0,
+              .key_here = opts[0].count == 0};
+    if ((rc = parse_days(&opts[2], word, &p.days)) != CTL_EXIT_OK)
+        return rc;
+    if (!(p.dir = ctl_data_dir(ctx, &args, word)))
+        return CTL_EXIT_USAGE;
+    const char *id = args.pos[0];
+    if (!(kind == REGISTRY_DEVICE ? registry_device_id_valid(id)
+                                  : registry_service_name_valid(id))) {
+        ctl_err("no %s '%.64s'", word, id);
+        return CTL_EXIT_FAIL;
+    }
+    memcpy(p.id, id, strlen(id) + 1); /* a valid id fits */
+    if (opts[0].count)
+        rc = renew_from_csr(&p, opts[0].values[0], opts[1].count ? opts[1].values[0] : NULL);
+    else
+        rc = renew_with_new_key(&p, opts[1].values[0]);
+    if (rc == CTL_EXIT_OK && p.still_valid == 1)
+        ctl_err("%s %s: the older certificate stays valid until it expires "
+                "(--revoke-old revokes it in the renewal itself)",
+                word, p.id);
+    else if (rc == CTL_EXIT_OK && p.still_valid > 1)
+        ctl_err("%s %s: %zu older certificates stay valid until they expire "
+                "(--revoke-old revokes them in the renewal itself)",
+                word, p.id, p.still_valid);
     return rc;
 }
 
@@ -556,11 +855,13 @@ static int cmd_change(const ctl_ctx *ctx, registry_kind kind, const char *word, 
     const char *id = args.pos[0];
     registry_status st;
     const char *done;
+    char action[32];
+    snprintf(action, sizeof action, "%s.%s", word, sub);
+    if ((rc = ctl_change_begin(reg)) != CTL_EXIT_OK)
+        return rc;
     if (strcmp(sub, "delete") == 0) {
         /* A service's own policy group goes with it. */
-        st = registry_begin(reg);
-        if (st == REGISTRY_OK)
-            st = registry_principal_delete(reg, id, kind);
+        st = registry_principal_delete(reg, id, kind);
         if (st == REGISTRY_OK && kind == REGISTRY_SERVICE) {
             char group[REGISTRY_NAME_MAX + 16];
             snprintf(group, sizeof group, SERVICE_GROUP_PREFIX "%s", id);
@@ -570,8 +871,6 @@ static int cmd_change(const ctl_ctx *ctx, registry_kind kind, const char *word, 
                     st = REGISTRY_OK;
             }
         }
-        if (st == REGISTRY_OK)
-            st = registry_commit(reg);
         done = "deleted";
     } else {
         registry_principal_status want = strcmp(sub, "enable") == 0    ? REGISTRY_ACTIVE
@@ -580,13 +879,27 @@ static int cmd_change(const ctl_ctx *ctx, registry_kind kind, const char *word, 
         st = registry_principal_set_status(reg, id, kind, want);
         done = registry_principal_status_name(want);
     }
-    if (st != REGISTRY_OK) {
-        rc = ctl_reg_fail(reg, st);
-        registry_rollback(reg);
+    /* The audit entry commits with the change (or the failure is recorded). */
+    rc = ctl_change_finish(reg, dir, st, action, id, NULL, NULL);
+    if (rc != CTL_EXIT_OK) {
+        /* said by ctl_change_finish */
+    } else if (kind == REGISTRY_DEVICE && strcmp(sub, "delete") == 0) {
+        /* The device's readings are its owner's personal data (ETSI EN 303
+         * 645 5.11): they go with it. After the registry, so the hub stops
+         * accepting it first; readings it stored in between are erased by
+         * retention (a device the registry does not know). */
+        uint64_t erased = 0;
+        bool wiped = true;
+        rc = ctl_telemetry_erase(dir, id, &erased, &wiped);
+        printf("%s %s: %s; %llu stored reading%s erased%s\n", word, id, done,
+               (unsigned long long)erased, erased == 1 ? "" : "s",
+               wiped ? "" : " (old pages are overwritten at the next checkpoint)");
+        if (rc != CTL_EXIT_OK)
+            ctl_err("the device is deleted but its readings are not all erased; "
+                    "'moatctl telemetry purge' erases them");
     } else {
         printf("%s %s: %s\n", word, id, done);
     }
-    registry_close(reg);
     return rc;
 }
 
@@ -606,6 +919,8 @@ int ctl_cmd_principal(const ctl_ctx *ctx, registry_kind kind, int argc, char **a
         return cmd_add(ctx, kind, word, argc, argv);
     if (strcmp(sub, "enroll") == 0)
         return cmd_enroll(ctx, kind, word, argc, argv);
+    if (strcmp(sub, "renew") == 0)
+        return cmd_renew(ctx, kind, word, argc, argv);
     if (strcmp(sub, "list") == 0)
         return cmd_list(ctx, kind, word, argc, argv);
     if (strcmp(sub, "show") == 0)

@@ -764,7 +764,7 @@ static void visit_retained_msg(tree_node *node, void *value, void *ctx)
         return;
     broker_fwd f = {m->topic,      m->payload, m->props,
                     m->origin,     m->qos,     m->retain,
-                    m->expires_at, m->gid,     BROKER_FWD_RETAIN_REPLICA};
+                    m->expires_at, m->gid,     BROKER_FWD_RETAIN_REPLICA, NULL};
     w->fn(w->ctx, &f);
 }
 

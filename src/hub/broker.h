@@ -80,12 +80,12 @@ typedef void (*broker_log_fn)(void *ctx, broker_event ev, const broker_principal
 typedef struct broker_store broker_store; /* store.h */
 
 /* ---- several workers (docs/hub.md "Several cores") ------------------------
- * Each worker thread runs its own broker over the sessions of the principals
- * it owns. A message published on one is routed there and handed to the
+ * Also how messages reach the telemetry store. Each worker thread runs its
+ * own broker over the sessions of the principals it owns. A message published on one is routed there and handed to the
  * others as a broker_fwd (the server copies it across); they route it against
  * their own subscriptions with broker_inject. Retained messages have one
  * authority (worker 0), which stores them and hands every change to the
- * others as a replica. With one worker none of this is set. */
+ * others as a replica. Without workers or telemetry none of this is set. */
 enum {
     BROKER_FWD_ROUTE = 1,          /* route to this broker's subscribers */
     BROKER_FWD_RETAIN_STORE = 2,   /* set as retained and store it (the authority) */
@@ -100,6 +100,9 @@ typedef struct broker_fwd {
     uint64_t gid;  /* hub-wide message id: every worker picks the same
                       shared-subscription member from it */
     uint8_t flags; /* BROKER_FWD_*: what the sender did or asks for */
+    /* Who published it, for a message this broker took from a client or a
+     * will (NULL for copies from other workers). Valid during the call. */
+    const broker_principal *from;
 } broker_fwd;
 
 typedef struct broker_relay {
@@ -118,6 +121,11 @@ typedef struct broker_relay {
     void *(*share_join)(void *ctx, codec_bytes share, codec_bytes filter);
     void (*share_leave)(void *ctx, void *group);
     bool (*share_mine)(void *ctx, void *group, uint64_t gid);
+    /* Before routing a client's PUBLISH: 0 to accept, or the MQTT 5 reason
+     * code to refuse it with (the telemetry store refuses envelopes that do
+     * not decode). May be NULL. */
+    uint8_t (*check_publish)(void *ctx, const broker_principal *who, codec_bytes topic,
+                             codec_bytes payload);
     /* Not the retained authority: keep retained messages in memory only. */
     bool retained_replica;
     /* Hold PUBACK/PUBREC until broker_release_acks says the pass that took

@@ -295,7 +295,7 @@ void retain_set(broker *b, msg *m, bool durable);
 /* A new message id (store rows, gids). */
 uint64_t broker_next_id(broker *b);
 /* Hand a message this broker took to the other workers (no-op with one). */
-void relay_out(broker *b, msg *m, uint8_t flags);
+void relay_out(broker *b, msg *m, uint8_t flags, const broker_principal *from);
 /* Queue a PUBACK/PUBREC, held while acks are held. */
 void send_ack(broker *b, broker_conn *c, uint8_t type, uint16_t packet_id, uint8_t reason);
 /* The acknowledgement of a PUBLISH whose message has hub-wide id gid. */

@@ -19,6 +19,7 @@ void hub_config_defaults(hub_config *c, const char *data_dir)
     snprintf(c->listen_host, sizeof(c->listen_host), "127.0.0.1");
     c->listen_port = 8883;
     c->workers = 0;
+    c->store_telemetry = true;
     c->tls_min_version = 13;
     snprintf(c->ca_file, sizeof(c->ca_file), "%s/ca.crt", data_dir);
     snprintf(c->cert_file, sizeof(c->cert_file), "%s/server.crt", data_dir);
@@ -164,6 +165,16 @@ static int on_entry(void *user, const char *section, const char *name, const cha
             if (strcmp(value, "text") && strcmp(value, "json"))
                 goto bad;
             c->log_json = !strcmp(value, "json");
+            return 1;
+        }
+    } else if (!strcmp(section, "telemetry")) {
+        if (!strcmp(name, "store")) {
+            if (!strcmp(value, "yes") || !strcmp(value, "true") || !strcmp(value, "on"))
+                c->store_telemetry = true;
+            else if (!strcmp(value, "no") || !strcmp(value, "false") || !strcmp(value, "off"))
+                c->store_telemetry = false;
+            else
+                goto bad;
             return 1;
         }
     } else if (!strcmp(section, "tls")) {

@@ -23,6 +23,7 @@ typedef struct hub_config {
     char listen_host[256];
     uint16_t listen_port;
     unsigned workers; /* 0: one per core */
+    bool store_telemetry;        /* [telemetry] store: keep devices' up/ readings */
     bool log_json;
     int tls_min_version; /* 13, or 12 when TLS 1.2 is allowed */
     char ca_file[CONFIG_PATH_MAX];

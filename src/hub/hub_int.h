@@ -26,6 +26,7 @@
 
 #include "broker.h"
 #include "config.h"
+#include "ingest.h"
 #include "hmap.h"
 #include "registry.h"
 #include "relay.h"
@@ -82,6 +83,9 @@ struct hub_worker {
     relay_inbox inbox;
     relay_env *outbox[STORE_SPLIT_MAX]; /* batches being filled this pass */
     uint64_t ticket_from;               /* bit w: worker w must answer this pass */
+    relay_env *ingest_out;              /* readings for the telemetry store, this pass */
+    bool ingest_ticket;                 /* ... some of them promised by a PUBACK */
+    bool ingest_lost;                   /* ... one could not be queued: no ack */
     relay_pending pending;              /* our passes waiting for tickets */
     relay_env **owed;                   /* tickets for the batches taken this pass */
     size_t nowed, owed_cap;
@@ -109,6 +113,7 @@ struct hub_server {
     _Atomic unsigned drained; /* workers stopped with no connection left */
     atomic_bool stopping;
     hub_shares *shares;
+    hub_ingest *ingest;          /* NULL: [telemetry] store = no */
     uint16_t port;
 };
 

@@ -241,6 +241,13 @@ void handle_publish(broker *b, broker_conn *c, const codec_publish *in, uint64_t
         refuse_publish(b, c, &p, 0x99, "payload is not the UTF-8 its format indicator says");
         return;
     }
+    if (b->relay.check_publish) {
+        uint8_t why = b->relay.check_publish(b->relay.ctx, &c->who, p.topic, p.payload);
+        if (why) {
+            refuse_publish(b, c, &p, why, "payload refused (a moat envelope that does not decode)");
+            return;
+        }
+    }
     if (p.qos == 2) {
         if (qos2_in_has(s, p.packet_id, NULL)) {
             /* A resend of a message already taken: acknowledge, do not route. */
@@ -273,7 +280,7 @@ void handle_publish(broker *b, broker_conn *c, const codec_publish *in, uint64_t
     if (p.retain && !b->relay.retained_replica)
         retain_set(b, m, true);
     route(b, m, now);
-    relay_out(b, m, BROKER_FWD_ROUTE);
+    relay_out(b, m, BROKER_FWD_ROUTE, &c->who);
     /* With several workers, 0x10 is provisional: broker_ack_matched. */
     bool delivered = b->route_matched;
     /* Its acknowledgement promises what routing stored (queues of offline or
@@ -331,12 +338,12 @@ uint64_t broker_next_id(broker *b)
     return ++b->last_msg_id;
 }
 
-void relay_out(broker *b, msg *m, uint8_t flags)
+void relay_out(broker *b, msg *m, uint8_t flags, const broker_principal *from)
 {
     if (!b->relayed)
         return;
     broker_fwd f = {m->topic,  m->payload,    m->props, m->origin, m->qos,
-                    m->retain, m->expires_at, m->gid,   flags};
+                    m->retain, m->expires_at, m->gid,   flags,     from};
     b->relay.forward(b->relay.ctx, &f);
 }
 
@@ -352,7 +359,7 @@ bool broker_inject(broker *b, const broker_fwd *f, uint64_t now_ms)
     m->gid = f->gid;
     if (f->flags & BROKER_FWD_RETAIN_STORE) {
         retain_set(b, m, true);
-        relay_out(b, m, BROKER_FWD_RETAIN_REPLICA);
+        relay_out(b, m, BROKER_FWD_RETAIN_REPLICA, NULL);
     } else if (f->flags & BROKER_FWD_RETAIN_REPLICA) {
         retain_set(b, m, false);
     }

@@ -45,6 +45,7 @@ typedef struct relay_env {
     uint64_t pass;
     bool ok;           /* ticket: the pass committed */
     bool needs_ticket; /* batch: the sender holds acknowledgements for it */
+    uint64_t pass_time; /* batch: when its pass took the messages (ms) */
     int control;
     void *conn; /* RELAY_CONN */
     void *arg;  /* RELAY_CONTROL payload (owned by the receiver) */

@@ -105,9 +105,17 @@ hub_server *hub_server_new(const hub_config *cfg, const hub_server_opts *opts, c
                 moved, hub->nworkers);
     atomic_store(&hub->ids, max_id);
 
+    if (cfg->store_telemetry && !(hub->ingest = ingest_new(cfg->data_dir, err, errlen)))
+        goto fail;
     for (unsigned k = 0; k < hub->nworkers; k++)
         if (!worker_init(&hub->workers[k], hub, k, err, errlen))
             goto fail;
+    if (hub->ingest) {
+        relay_inbox *inboxes[STORE_SPLIT_MAX];
+        for (unsigned k = 0; k < hub->nworkers; k++)
+            inboxes[k] = &hub->workers[k].inbox;
+        ingest_set_workers(hub->ingest, inboxes, hub->nworkers);
+    }
     worker_seed_retained(hub);
     for (unsigned k = 0; k < hub->nworkers; k++)
         if (!worker_listen(&hub->workers[k], err, errlen))
@@ -155,7 +163,11 @@ int hub_server_run(hub_server *hub)
     sigaddset(&block, SIGHUP);
     pthread_sigmask(SIG_BLOCK, &block, &old);
     int rc = 0;
-    for (unsigned k = 1; k < hub->nworkers; k++) {
+    if (hub->ingest && !ingest_start(hub->ingest)) {
+        log_msg(LOG_ERROR, NULL, "cannot start the telemetry writer");
+        rc = 1;
+    }
+    for (unsigned k = 1; k < hub->nworkers && !rc; k++) {
         int e = pthread_create(&hub->workers[k].thread, NULL, worker_thread, &hub->workers[k]);
         if (e != 0) {
             log_msg(LOG_ERROR, NULL, "cannot start worker %u: %s", k, strerror(e));
@@ -176,6 +188,7 @@ int hub_server_run(hub_server *hub)
             pthread_join(hub->workers[k].thread, NULL);
             hub->workers[k].thread_started = false;
         }
+    ingest_stop(hub->ingest); /* after the workers: it stores their last batches */
     log_msg(LOG_INFO, NULL, "stopped");
     return rc;
 }
@@ -193,6 +206,7 @@ void hub_server_free(hub_server *hub)
             worker_free(&hub->workers[k]);
         free(hub->workers);
     }
+    ingest_free(hub->ingest);
     size_t bucket = 0;
     hmap_entry *it = NULL, *e;
     while ((e = hmap_next(&hub->ips, &bucket, &it)))

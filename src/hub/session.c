@@ -168,7 +168,7 @@ void publish_will(broker *b, session *s, uint64_t now)
     if (m->retain && !b->relay.retained_replica)
         retain_set(b, m, true);
     route(b, m, now);
-    relay_out(b, m, BROKER_FWD_ROUTE);
+    relay_out(b, m, BROKER_FWD_ROUTE, &s->who);
     msg_unref(m);
 }
 

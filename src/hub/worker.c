@@ -692,6 +692,31 @@ static void relay_forward(void *ctx, const broker_fwd *f)
     lost:
         log_msg(LOG_ERROR, NULL, "out of memory: a message did not reach worker %u", k);
     }
+    /* A device's reading for the telemetry store (its PUBACK waits for it). */
+    codec_bytes stream;
+    if (hub->ingest && f->from && f->from->kind == BROKER_DEVICE && (f->flags & BROKER_FWD_ROUTE) &&
+        ingest_topic(f->topic, f->from->id, &stream)) {
+        if (!w->ingest_out && (w->ingest_out = relay_env_new(RELAY_BATCH, w->index)))
+            w->ingest_out->pass_time = hub_now_ms();
+        if (!w->ingest_out || !relay_env_add(w->ingest_out, f, f->flags)) {
+            /* Not stored: the pass must not be acknowledged. */
+            log_msg(LOG_ERROR, f->from->id, "out of memory: a reading was not stored");
+            w->ingest_lost = true;
+            return;
+        }
+        if (f->qos > 0)
+            w->ingest_ticket = true;
+    }
+}
+
+static uint8_t relay_check_publish(void *ctx, const broker_principal *who, codec_bytes topic,
+                                   codec_bytes payload)
+{
+    (void)ctx;
+    codec_bytes stream;
+    if (who->kind != BROKER_DEVICE || !ingest_topic(topic, who->id, &stream))
+        return 0;
+    return (uint8_t)ingest_check(payload.ptr, payload.len);
 }
 
 static uint64_t relay_next_id(void *ctx)
@@ -723,9 +748,22 @@ static bool relay_share_mine(void *ctx, void *group, uint64_t gid)
 static void relay_pass_end(hub_worker *w, uint64_t pass, bool committed)
 {
     hub_server *hub = w->hub;
-    if (hub->nworkers < 2)
+    if (!w->relay.forward)
         return;
     unsigned waiting = 0;
+    if (w->ingest_out) {
+        relay_env *env = w->ingest_out;
+        w->ingest_out = NULL;
+        env->pass = pass;
+        env->needs_ticket = w->ingest_ticket;
+        waiting += env->needs_ticket;
+        relay_post(ingest_inbox(hub->ingest), env);
+    }
+    w->ingest_ticket = false;
+    if (w->ingest_lost) {
+        w->ingest_lost = false;
+        broker_release_acks(w->broker, pass, false);
+    }
     for (unsigned k = 0; k < hub->nworkers; k++) {
         relay_env *env = w->outbox[k];
         if (!env)
@@ -1141,21 +1179,28 @@ bool worker_init(hub_worker *w, hub_server *hub, unsigned index, char *err, size
     if (!w->ssl_ctx)
         return false;
 
-    if (hub->nworkers > 1)
+    /* The relay carries messages to the other workers and readings to the
+     * telemetry store; with neither, the broker runs as a single loop. */
+    if (hub->nworkers > 1 || hub->ingest)
         w->relay = (broker_relay){.ctx = w,
                                   .forward = relay_forward,
                                   .next_id = relay_next_id,
-                                  .share_join = relay_share_join,
-                                  .share_leave = relay_share_leave,
-                                  .share_mine = relay_share_mine,
                                   .retained_replica = index != 0,
                                   .hold_acks = true};
+    if (hub->nworkers > 1) {
+        w->relay.share_join = relay_share_join;
+        w->relay.share_leave = relay_share_leave;
+        w->relay.share_mine = relay_share_mine;
+    }
+    if (hub->ingest)
+        w->relay.check_publish = relay_check_publish;
+    bool relayed = w->relay.forward != NULL;
     broker_config bc = {.limits = cfg->limits,
                         .store = w->store,
                         .log = broker_log_cb,
                         .policies_for = policies_for,
                         .policies_ctx = w,
-                        .relay = hub->nworkers > 1 ? &w->relay : NULL};
+                        .relay = relayed ? &w->relay : NULL};
     w->broker = broker_new(&bc, hub_now_ms());
     if (!w->broker) {
         snprintf(err, errlen, "cannot load the broker's state from %s", path);
@@ -1285,6 +1330,7 @@ void worker_free(hub_worker *w)
     }
     for (unsigned k = 0; k < STORE_SPLIT_MAX; k++)
         relay_env_free(w->outbox[k]);
+    relay_env_free(w->ingest_out);
     if (w->broker) {
         (void)broker_commit(w->broker);
         broker_free(w->broker); /* frees every broker conn */

@@ -367,6 +367,33 @@ registry_status registry_cert_list(registry *reg, const char *principal_id, regi
     return st;
 }
 
+registry_status registry_cert_revoke(registry *reg, const char *principal_id,
+                                     const uint8_t fp[REGISTRY_FINGERPRINT_LEN])
+{
+    if (!registry_name_valid(principal_id))
+        return reg_fail(reg, REGISTRY_NOT_FOUND, "no principal '%.64s'",
+                        principal_id ? principal_id : "");
+    bool own;
+    registry_status st = reg_write_begin(reg, &own);
+    if (st != REGISTRY_OK)
+        return st;
+    sqlite3_stmt *s = NULL;
+    st = prep3(reg, "UPDATE certificates SET revoked = 1 WHERE principal = ?1 AND fingerprint = ?2",
+               &s, principal_id, NULL, NULL);
+    if (st == REGISTRY_OK) {
+        int rc = sqlite3_bind_blob(s, 2, fp, REGISTRY_FINGERPRINT_LEN, SQLITE_STATIC);
+        if (rc != SQLITE_OK)
+            st = reg_sqlerr(reg, rc, "binding a parameter");
+    }
+    if (st == REGISTRY_OK)
+        st = step_done(reg, s, "revoking a certificate");
+    /* Matched rows count even when already revoked: none means not theirs. */
+    if (st == REGISTRY_OK && sqlite3_changes(reg->db) == 0)
+        st = reg_fail(reg, REGISTRY_NOT_FOUND, "'%s' holds no such certificate", principal_id);
+    sqlite3_finalize(s);
+    return reg_write_end(reg, own, st);
+}
+
 /* ---- groups ----------------------------------------------------------- */
 
 registry_status registry_group_add(registry *reg, const char *name, const char *description)

@@ -348,6 +348,11 @@ const char *registry_errmsg(const registry *reg)
     return reg ? reg->err : "no registry";
 }
 
+struct sqlite3 *registry_sqlite(registry *reg)
+{
+    return reg ? reg->db : NULL;
+}
+
 registry_status reg_column_name(registry *reg, sqlite3_stmt *s, int col, char *buf, size_t buflen,
                                 const char *what)
 {

@@ -125,6 +125,11 @@ void registry_close(registry *reg);
  * or SQLite's own message). */
 const char *registry_errmsg(const registry *reg);
 
+/* The SQLite connection, for a module that keeps tables of its own in
+ * registry.db and must commit them in the same transaction as a registry
+ * change (the audit log, src/audit). Never use it on the registry's tables. */
+struct sqlite3 *registry_sqlite(registry *reg);
+
 /* ---- what the hub calls ----------------------------------------------- */
 
 typedef struct registry_identity {
@@ -224,6 +229,14 @@ typedef int (*registry_cert_cb)(void *ctx, const registry_cert *c);
 REGISTRY_MUST_CHECK registry_status registry_cert_list(registry *reg, const char *principal_id,
                                                        registry_cert_cb cb, void *ctx);
 
+/* Revoke the one certificate of principal_id whose fingerprint is fp (a
+ * renewal's old certificate): the hub refuses it from then on and closes a
+ * connection that uses it; the principal and its other certificates are
+ * untouched. NOT_FOUND if principal_id holds no such certificate (another
+ * principal's is never touched); revoking it again changes nothing. */
+REGISTRY_MUST_CHECK registry_status registry_cert_revoke(registry *reg, const char *principal_id,
+                                                         const uint8_t fp[REGISTRY_FINGERPRINT_LEN]);
+
 /* ---- groups ----------------------------------------------------------- */
 
 REGISTRY_MUST_CHECK registry_status registry_group_add(registry *reg, const char *name,
@@ -297,5 +310,57 @@ REGISTRY_MUST_CHECK registry_status registry_policy_list(registry *reg, registry
 
 /* Delete a policy; REFUSED while it is attached to any group. */
 REGISTRY_MUST_CHECK registry_status registry_policy_delete(registry *reg, const char *name);
+
+/* ---- group settings (settings.c) --------------------------------------- */
+
+/*
+ * Named values attached to a group, read by the parts of the hub that act
+ * per group. The registry does not interpret them; each user parses its own
+ * keys. Keys in use: retention_days, retention_max_mb (telemetry store,
+ * docs/telemetry.md), report_interval (liveness).
+ *
+ * A device is in several groups (always `devices`, maybe more), so a key may
+ * have several values for one device: registry_principal_settings hands
+ * them all to the caller, who decides (retention takes the smallest).
+ *
+ *     registry_group_setting_set(reg, "sensors", "retention_days", "30");
+ *     char v[REGISTRY_SETTING_VALUE_MAX + 1];
+ *     if (registry_group_setting_get(reg, "sensors", "retention_days", v) == REGISTRY_OK)
+ *         ...parse v...
+ */
+
+#define REGISTRY_SETTING_KEY_MAX   63u  /* [a-z][a-z0-9_]{0,62} */
+#define REGISTRY_SETTING_VALUE_MAX 255u /* bytes, no control characters */
+
+bool registry_setting_key_valid(const char *key);
+bool registry_setting_value_valid(const char *value);
+
+/* Set key of group to value (insert or replace); with value NULL, remove the
+ * key (NOT_FOUND if it was not set). NOT_FOUND for an unknown group. */
+REGISTRY_MUST_CHECK registry_status registry_group_setting_set(registry *reg, const char *group,
+                                                               const char *key, const char *value);
+
+/* The value of key in group, NUL-terminated; NOT_FOUND if the group or the
+ * key does not exist (value is then ""). */
+REGISTRY_MUST_CHECK registry_status
+registry_group_setting_get(registry *reg, const char *group, const char *key,
+                           char value[REGISTRY_SETTING_VALUE_MAX + 1]);
+
+/* Called once per setting; the strings are valid during the call only. A
+ * non-zero return stops the walk (the caller then gets REGISTRY_REFUSED). */
+typedef int (*registry_setting_cb)(void *ctx, const char *group, const char *key,
+                                   const char *value);
+
+/* Every setting of group in key order; with group NULL, every setting of
+ * every group in (group, key) order. */
+REGISTRY_MUST_CHECK registry_status registry_group_setting_list(registry *reg, const char *group,
+                                                                registry_setting_cb cb, void *ctx);
+
+/* The value of key in each group principal_id belongs to, in group order
+ * (nothing if no group of it sets key). */
+REGISTRY_MUST_CHECK registry_status registry_principal_settings(registry *reg,
+                                                                const char *principal_id,
+                                                                const char *key,
+                                                                registry_setting_cb cb, void *ctx);
 
 #endif /* MOAT_REGISTRY_H */

@@ -31,6 +31,7 @@ DATA_FILES = {
     "server.key": 0o600,
     "server.crt": 0o644,
     "master.key": 0o600,
+    "audit.key": 0o600,
     "registry.db": 0o600,
     "moatd.conf": 0o644,
 }
@@ -376,7 +377,7 @@ def test_service_policy_and_groups(hub, tmp_path):
                   check=0).stdout.decode().split()[0]
     shown = json.loads(moatctl("group", "show", "sensors", "--json", data=hub, check=0).stdout)
     assert shown == {"name": "sensors", "description": "floor 2", "policies": ["ingest"],
-                     "members": [dev]}
+                     "members": [dev], "settings": {}}
     moatctl("group", "add-member", "devices", "ingest", data=hub, check=1)
     moatctl("group", "remove-member", "devices", dev, data=hub, check=1)
     moatctl("group", "remove-member", "sensors", dev, data=hub, check=0)

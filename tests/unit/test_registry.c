@@ -3,8 +3,9 @@
  * (version, WAL, the `devices` group with `device-default`), refusing files
  * it cannot trust (newer schema, not a database, no schema); device ids and
  * names; lookup by certificate fingerprint and how disable, enable, revoke
- * (permanent) and certificate expiry show in it; data_version moving when
- * another connection commits (how the hub notices moatctl's changes);
+ * (permanent), certificate expiry and revoking one certificate of several
+ * (renewal) show in it; data_version moving when another connection commits
+ * (how the hub notices moatctl's changes);
  * policies_for as the union over groups; delete cascading to certificates
  * and memberships; the `devices` group rules; and stored data that breaks the
  * rules reported as corrupt (and never as an active identity).
@@ -349,6 +350,57 @@ static void test_duplicates(void **state)
     assert_int_equal(registry_principal_add(reg, REGISTRY_DEVICE, "not-an-id"), REGISTRY_INVALID);
 }
 
+/* Renewal: a principal holds several certificates, and one of them can be
+ * revoked alone; another principal's certificate cannot be revoked through
+ * it. */
+static void test_cert_revoke_one(void **state)
+{
+    fixture *f = *state;
+    registry *reg = f->reg;
+    char id[REGISTRY_DEVICE_ID_LEN + 1], other[REGISTRY_DEVICE_ID_LEN + 1];
+    add_device(reg, 10, id);
+    add_device(reg, 12, other);
+    int64_t now = (int64_t)time(NULL);
+    registry_cert c = {.not_after = now + 7200};
+    fp_of(c.fingerprint, 11);
+    memcpy(c.principal, id, sizeof id);
+    memcpy(c.serial, "b0b", 4);
+    OK(reg, registry_cert_add(reg, &c));
+    uint8_t old_fp[32], new_fp[32], other_fp[32], unknown[32];
+    fp_of(old_fp, 10);
+    fp_of(new_fp, 11);
+    fp_of(other_fp, 12);
+    fp_of(unknown, 98);
+    registry_identity who;
+    OK(reg, registry_lookup_cert(reg, old_fp, &who));
+    assert_true(registry_identity_active(&who, now));
+    OK(reg, registry_lookup_cert(reg, new_fp, &who));
+    assert_true(registry_identity_active(&who, now));
+
+    assert_int_equal(registry_cert_revoke(reg, id, other_fp), REGISTRY_NOT_FOUND);
+    assert_int_equal(registry_cert_revoke(reg, id, unknown), REGISTRY_NOT_FOUND);
+    assert_int_equal(registry_cert_revoke(reg, "no such one", old_fp), REGISTRY_NOT_FOUND);
+    OK(reg, registry_lookup_cert(reg, other_fp, &who));
+    assert_true(registry_identity_active(&who, now));
+
+    OK(reg, registry_cert_revoke(reg, id, old_fp));
+    OK(reg, registry_cert_revoke(reg, id, old_fp)); /* again: no change, no error */
+    OK(reg, registry_lookup_cert(reg, old_fp, &who));
+    assert_true(who.cert_revoked);
+    assert_int_equal(who.status, REGISTRY_ACTIVE);
+    assert_false(registry_identity_active(&who, now));
+    OK(reg, registry_lookup_cert(reg, new_fp, &who));
+    assert_false(who.cert_revoked);
+    assert_true(registry_identity_active(&who, now));
+
+    /* Inside a transaction that rolls back, nothing is revoked. */
+    OK(reg, registry_begin(reg));
+    OK(reg, registry_cert_revoke(reg, id, new_fp));
+    registry_rollback(reg);
+    OK(reg, registry_lookup_cert(reg, new_fp, &who));
+    assert_true(registry_identity_active(&who, now));
+}
+
 static void test_data_version(void **state)
 {
     fixture *f = *state;
@@ -546,6 +598,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_names, setup, teardown),
         cmocka_unit_test_setup_teardown(test_lookup_and_status, setup, teardown),
         cmocka_unit_test_setup_teardown(test_duplicates, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_cert_revoke_one, setup, teardown),
         cmocka_unit_test_setup_teardown(test_data_version, setup, teardown),
         cmocka_unit_test_setup_teardown(test_policies_for_union, setup, teardown),
         cmocka_unit_test_setup_teardown(test_devices_group_rules, setup, teardown),
