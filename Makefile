@@ -10,9 +10,10 @@ PYTHON     ?= /usr/bin/python3
 FUZZ_SMOKE_SECONDS ?= 15
 FUZZ_SECONDS       ?= 600
 FUZZERS = fuzz_decode fuzz_roundtrip fuzz_props fuzz_topic fuzz_policy fuzz_tree fuzz_broker \
-          fuzz_record fuzz_command fuzz_queue fuzz_client fuzz_tstore_record
+          fuzz_record fuzz_command fuzz_queue fuzz_client fuzz_tstore_record fuzz_query
 
 .PHONY: help bootstrap build san run check lint unit unit-san blackbox fuzz-smoke fuzz format clean \
+	footprint \
 	bench bench-smoke
 
 help:
@@ -24,6 +25,7 @@ help:
 	@echo "make bench       moatd against mosquitto, 3 repetitions of every scenario (about"
 	@echo "                 half an hour; wants a quiet machine; docs/benchmarks.md)"
 	@echo "make bench-smoke the same, a few seconds per scenario: checks moat-bench end to end"
+	@echo "make footprint   the SDK's code size (x86_64, Cortex-M4) and RAM (docs/sdk-footprint.md)"
 	@echo "make build       build with gcc into $(BUILD)/"
 	@echo "make san         build with clang, ASan+UBSan and libFuzzer into $(SAN_BUILD)/"
 	@echo "make format      clang-format every C file"
@@ -68,6 +70,10 @@ bench: build
 	@mkdir -p bench/results
 	@$(PYTHON) bench/compare --build $(BUILD) --markdown bench/results/latest.md \
 		--plot bench/results/latest.png $(BENCH_ARGS)
+
+# The SDK core's code size and RAM on x86_64 and Cortex-M4 (docs/sdk-footprint.md).
+footprint: bootstrap
+	@$(PYTHON) scripts/footprint
 
 bench-smoke: build
 	@$(PYTHON) bench/compare --quick --build $(BUILD) $(BENCH_ARGS)

@@ -34,6 +34,8 @@
 #define BENCH_STAMP_LEN   16u
 #define BENCH_MAX_PAYLOAD (16u * 1024u * 1024u)
 #define BENCH_MAX_TOPIC   256u
+/* Device ids become client ids and topic levels (moatctl's are 26 long). */
+#define BENCH_MAX_DEVICE_ID 64u
 
 typedef enum scenario { SC_FANIN, SC_FANOUT, SC_PAIRS, SC_STORM, SC_IDLE } scenario;
 
@@ -77,8 +79,9 @@ typedef struct bench_opts {
     double drain;
     uint64_t max_messages; /* stop once this many were published; 0 = no bound */
     const char *id_prefix;
-    const char *topic; /* pattern; %i becomes the publisher's number */
-    pid_t broker_pid;  /* 0: none */
+    const char *topic;       /* pattern; %i: the publisher's number, %d: its device id */
+    const char *devices_dir; /* publishers act as the devices found here; NULL: no */
+    pid_t broker_pid;        /* 0: none */
     unsigned threads;
     const char *json_path;
     uint16_t keepalive;
@@ -127,15 +130,24 @@ typedef struct bconn {
     bool ping_out;
     char *topic; /* publishers: topic; subscribers: filter */
     size_t topic_len;
+    SSL_CTX *ctx;       /* a device's own credentials; NULL: the worker's */
+    const char *device; /* the device a publisher acts as (its client id); NULL: none */
 } bconn;
+
+/* One device's credentials, as `moatctl device add --out DIR` writes them. */
+typedef struct bench_device {
+    char id[BENCH_MAX_DEVICE_ID + 1];
+    SSL_CTX *ctx; /* ID.crt and ID.key; verifies the broker with --cafile */
+} bench_device;
 
 /* Counters one worker writes and others read, on their own cache line. */
 typedef struct wcount {
-    _Atomic uint64_t sent;   /* PUBLISH packets written, whole run */
-    _Atomic uint64_t recv;   /* PUBLISH packets received, whole run */
-    _Atomic uint64_t opened; /* connections that reached their goal */
-    _Atomic uint64_t failed; /* connections that failed */
-    char pad[32];
+    _Atomic uint64_t sent;     /* PUBLISH packets written, whole run */
+    _Atomic uint64_t recv;     /* PUBLISH packets received, whole run */
+    _Atomic uint64_t opened;   /* connections that reached their goal */
+    _Atomic uint64_t failed;   /* connections that failed */
+    _Atomic uint64_t answered; /* QoS 1/2 publishes the broker completed or refused */
+    char pad[24];
 } wcount;
 
 typedef struct worker {
@@ -166,10 +178,12 @@ typedef struct worker {
     uint8_t *scratch; /* payload being built */
     /* Measured in PH_MEASURE only. */
     uint64_t m_sent, m_delivered, m_payload_bytes, m_wire_bytes;
-    hist lat; /* delivery latency */
-    hist hs;  /* connect start to CONNACK */
+    uint64_t m_acked; /* QoS 1/2 publishes the broker accepted (PUBACK, PUBCOMP) */
+    hist lat;         /* delivery latency */
+    hist hs;          /* connect start to CONNACK */
     /* Whole run. */
     uint64_t refused;    /* publishes refused by the broker (MQTT 5 reason >= 0x80) */
+    uint64_t acked;      /* publishes the broker accepted */
     uint64_t run_errors; /* connections lost after setup */
     uint64_t behind;     /* rate mode: passes where the schedule could not be met */
     char first_error[320];
@@ -182,6 +196,8 @@ typedef struct bench {
     wcount *counts; /* one per worker, cache-aligned */
     bconn *conns;
     size_t nconns;
+    bench_device *devices; /* --devices: one per publisher, in name order */
+    size_t ndevices;
     uint32_t npubs, nsubs;
     uint32_t fan; /* deliveries per publish when nothing is lost */
     _Atomic int phase;
@@ -195,6 +211,15 @@ typedef struct bench {
 /* Monotonic clock in nanoseconds (the same clock as the payload stamp). */
 uint64_t bench_now(void);
 
+/* A TLS 1.3 client context presenting cert and key and trusting o->cafile;
+ * NULL with a message on stderr. */
+SSL_CTX *bench_client_ctx(const bench_opts *o, const char *cert, const char *key);
+
+/* The first n devices of o->devices_dir in name order, each with its own
+ * context, into b->devices; false with a message on stderr (devices.c). */
+bool devices_load(bench *b, uint32_t n);
+void devices_free(bench *b);
+
 /* Set up worker w (epoll, SSL_CTX); false with a message on stderr. */
 bool worker_init(bench *b, worker *w, unsigned id);
 void worker_free(worker *w);
@@ -207,6 +232,7 @@ uint64_t bench_total_sent(bench *b);
 uint64_t bench_total_recv(bench *b);
 uint64_t bench_total_opened(bench *b);
 uint64_t bench_total_failed(bench *b);
+uint64_t bench_total_answered(bench *b);
 
 /* Deliveries owed for what was published, less what was written off. */
 uint64_t bench_in_flight(bench *b);

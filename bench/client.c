@@ -95,6 +95,11 @@ uint64_t bench_total_failed(bench *b)
     return sum_counter(b, offsetof(wcount, failed));
 }
 
+uint64_t bench_total_answered(bench *b)
+{
+    return sum_counter(b, offsetof(wcount, answered));
+}
+
 void bench_note_error(bench *b, const char *msg)
 {
     pthread_mutex_lock(&b->err_lock);
@@ -125,6 +130,10 @@ static bool alive(const bconn *c)
 static void client_id(const bconn *c, char *out, size_t len)
 {
     static const char letter[] = {'p', 's', 'c', 'i'};
+    if (c->device) {
+        snprintf(out, len, "%s", c->device);
+        return;
+    }
     snprintf(out, len, "%s/%c%u", c->w->b->o.id_prefix, letter[c->role], (unsigned)c->index);
 }
 
@@ -380,7 +389,7 @@ static void start_tls(bconn *c)
         conn_fail(c, "connect to %s:%u: %s", o->host, (unsigned)o->port, strerror(err));
         return;
     }
-    c->ssl = SSL_new(c->w->ctx);
+    c->ssl = SSL_new(c->ctx ? c->ctx : c->w->ctx);
     if (!c->ssl || SSL_set_fd(c->ssl, c->fd) != 1) {
         conn_fail(c, "SSL_new failed");
         return;
@@ -513,10 +522,17 @@ static bool on_publish(bconn *c, const codec_publish *p, size_t wire, uint64_t n
 
 static void publish_done(bconn *c, uint8_t reason)
 {
+    worker *w = c->w;
     if (c->inflight > 0)
         c->inflight--;
-    if (reason >= 0x80)
-        c->w->refused++;
+    count_add(&w->cnt->answered, 1);
+    if (reason >= 0x80) {
+        w->refused++;
+        return;
+    }
+    w->acked++;
+    if (w->ph == PH_MEASURE)
+        w->m_acked++;
 }
 
 /* Returns false when the connection is gone. */
@@ -868,7 +884,7 @@ void *worker_main(void *arg)
 
 /* ---- set-up -------------------------------------------------------------- */
 
-static SSL_CTX *client_ctx(const bench_opts *o)
+SSL_CTX *bench_client_ctx(const bench_opts *o, const char *cert, const char *key)
 {
     SSL_CTX *ctx = SSL_CTX_new(TLS_client_method());
     if (!ctx)
@@ -882,11 +898,11 @@ static SSL_CTX *client_ctx(const bench_opts *o)
     what = o->cafile;
     if (SSL_CTX_load_verify_locations(ctx, o->cafile, NULL) != 1)
         goto fail;
-    what = o->cert;
-    if (SSL_CTX_use_certificate_chain_file(ctx, o->cert) != 1)
+    what = cert;
+    if (SSL_CTX_use_certificate_chain_file(ctx, cert) != 1)
         goto fail;
-    what = o->key;
-    if (SSL_CTX_use_PrivateKey_file(ctx, o->key, SSL_FILETYPE_PEM) != 1 ||
+    what = key;
+    if (SSL_CTX_use_PrivateKey_file(ctx, key, SSL_FILETYPE_PEM) != 1 ||
         SSL_CTX_check_private_key(ctx) != 1)
         goto fail;
     SSL_CTX_set_verify(ctx, o->verify_server ? SSL_VERIFY_PEER : SSL_VERIFY_NONE, NULL);
@@ -914,7 +930,7 @@ bool worker_init(bench *b, worker *w, unsigned id)
         fprintf(stderr, "moat-bench: epoll_create1: %s\n", strerror(errno));
         return false;
     }
-    w->ctx = client_ctx(&b->o);
+    w->ctx = bench_client_ctx(&b->o, b->o.cert, b->o.key);
     if (!w->ctx)
         return false;
     size_t scratch = b->o.size > BENCH_STAMP_LEN ? b->o.size : BENCH_STAMP_LEN;

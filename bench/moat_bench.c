@@ -49,6 +49,8 @@ static void usage(FILE *out)
           "\n"
           "SYNOPSIS\n"
           "    moat-bench SCENARIO --cafile F --cert F --key F [OPTIONS]\n"
+          "    moat-bench SCENARIO --cafile F --cert F --key F --devices DIR\n"
+          "               -t 'moat/%d/up/STREAM' [OPTIONS]\n"
           "\n"
           "SCENARIOS\n"
           "    fan-in         N publishers -> K subscribers (each gets every message, or\n"
@@ -65,7 +67,14 @@ static void usage(FILE *out)
           "    -p, --port PORT        (default 8883)\n"
           "    --cafile, --cert, --key FILE\n"
           "                           CA that signed the broker's certificate; the client\n"
-          "                           certificate and key every connection presents\n"
+          "                           certificate and key every connection presents (with\n"
+          "                           --devices: every subscriber)\n"
+          "    --devices DIR          publishers act as devices: publisher i presents the\n"
+          "                           certificate and key of the i-th device of DIR in name\n"
+          "                           order (DIR/ID.crt and DIR/ID.key, as `moatctl device\n"
+          "                           add --out DIR` writes them; the first N are used) and\n"
+          "                           its client id is the device id. fan-in, fan-out and\n"
+          "                           pairs only\n"
           "    --source A,B,...       loopback source addresses to spread connections over\n"
           "                           (about 28,000 connections per address)\n"
           "    --ciphersuites LIST    TLS 1.3 suites offered, in order\n"
@@ -74,11 +83,13 @@ static void usage(FILE *out)
           "    --no-verify-server     skip checking the broker's certificate (saves the\n"
           "                           tool a signature check per handshake)\n"
           "    -V, --mqtt 3.1.1|5     protocol version (default 5)\n"
-          "    -i, --client-id PREFIX client ids are PREFIX/p<n> (publishers), PREFIX/s<n>\n"
-          "                           (subscribers), PREFIX/c<n> (storm), PREFIX/i<n> (idle);\n"
-          "                           default 'bench'\n"
-          "    -t, --topic PATTERN    topic of publisher %i (default bench/%i); fan-in\n"
-          "                           subscribers use it with %i replaced by '+'\n"
+          "    -i, --client-id PREFIX client ids are PREFIX/p<n> (publishers, unless they\n"
+          "                           are devices), PREFIX/s<n> (subscribers), PREFIX/c<n>\n"
+          "                           (storm), PREFIX/i<n> (idle); default 'bench'\n"
+          "    -t, --topic PATTERN    topic of publisher %i (default bench/%i); %d is the\n"
+          "                           publisher's device id (needs --devices). fan-in\n"
+          "                           subscribers use it with %i and %d replaced by '+'; a\n"
+          "                           pairs or fan-out subscriber with those of its publisher\n"
           "    --keepalive S          MQTT keep-alive, seconds (default 60; PINGREQ at S/2)\n"
           "    --persistent           clean start off (session expiry 3600 s in MQTT 5)\n"
           "\n"
@@ -112,7 +123,8 @@ static void usage(FILE *out)
           "                           60 + N/200)\n"
           "    --settle S             idle: wait before reading the broker's memory (default 2)\n"
           "    --broker-pid PID       read the broker's CPU time and memory from /proc\n"
-          "    --json FILE            write the results as JSON\n"
+          "    --json FILE            write the results as JSON (with QoS 1/2: the publishes\n"
+          "                           the broker acknowledged, measured and whole run)\n"
           "    --progress, --no-progress\n"
           "                           a progress line every second (default: on a terminal)\n"
           "    --quiet                no table on stdout (errors still go to stderr)\n"
@@ -121,9 +133,15 @@ static void usage(FILE *out)
           "    0 done; 1 the run failed (set-up failed, nothing delivered, no handshake);\n"
           "    2 usage error; 130 interrupted (the partial report is still printed).\n"
           "\n"
-          "EXAMPLE\n"
+          "EXAMPLES\n"
           "    moat-bench fan-in -n 1000 -q 1 -s 64 --cafile ca.crt --cert bench.crt \\\n"
-          "        --key bench.key -p 8883 --broker-pid $(pidof moatd) --json out.json\n",
+          "        --key bench.key -p 8883 --broker-pid $(pidof moatd) --json out.json\n"
+          "\n"
+          "    # 100 devices publishing readings to a moat hub, one service reading them\n"
+          "    # (its policy: allow subscribe and receive moat/+/up/#)\n"
+          "    for i in $(seq 100); do moatctl device add --out devs; done\n"
+          "    moat-bench fan-in -n 100 -q 1 --devices devs -t 'moat/%d/up/bench' \\\n"
+          "        --cafile devs/ca.crt --cert reader.crt --key reader.key -i reader\n",
           out);
 }
 
@@ -198,6 +216,7 @@ enum {
     OPT_CAFILE = 256,
     OPT_CERT,
     OPT_KEY,
+    OPT_DEVICES,
     OPT_SOURCE,
     OPT_CIPHERS,
     OPT_NO_VERIFY,
@@ -227,6 +246,7 @@ static const struct option long_opts[] = {
     {"cafile", required_argument, NULL, OPT_CAFILE},
     {"cert", required_argument, NULL, OPT_CERT},
     {"key", required_argument, NULL, OPT_KEY},
+    {"devices", required_argument, NULL, OPT_DEVICES},
     {"source", required_argument, NULL, OPT_SOURCE},
     {"ciphersuites", required_argument, NULL, OPT_CIPHERS},
     {"no-verify-server", no_argument, NULL, OPT_NO_VERIFY},
@@ -331,6 +351,9 @@ static int parse_args(int argc, char **argv, bench_opts *o)
             break;
         case OPT_KEY:
             o->key = optarg;
+            break;
+        case OPT_DEVICES:
+            o->devices_dir = optarg;
             break;
         case OPT_SOURCE:
             if (!parse_sources(o, optarg))
@@ -503,6 +526,15 @@ static int parse_args(int argc, char **argv, bench_opts *o)
     }
     if (!have_timeout)
         o->setup_timeout = 60.0 + o->conns / 200.0;
+    if (o->devices_dir && (o->sc == SC_STORM || o->sc == SC_IDLE)) {
+        fprintf(stderr, "moat-bench: --devices: publishers only (fan-in, fan-out, pairs)\n");
+        return 2;
+    }
+    if (strstr(o->topic, "%d") && !o->devices_dir) {
+        fprintf(stderr, "moat-bench: --topic %s: %%d is a device id and needs --devices\n",
+                o->topic);
+        return 2;
+    }
     size_t plen = strlen(o->id_prefix);
     if (plen == 0 || plen > 64) {
         fprintf(stderr, "moat-bench: --client-id: 1 to 64 characters\n");
@@ -513,13 +545,32 @@ static int parse_args(int argc, char **argv, bench_opts *o)
 
 /* ---- the plan ------------------------------------------------------------ */
 
-/* PATTERN with %i replaced by `with`. */
-static bool expand(const char *pattern, const char *with, char *out, size_t len)
+/* PATTERN with every %i replaced by num and every %d by dev (NULL: none,
+ * checked by parse_args). False when it does not fit in out. */
+static bool expand(const char *pattern, const char *num, const char *dev, char *out, size_t len)
 {
-    const char *at = strstr(pattern, "%i");
-    int n = at ? snprintf(out, len, "%.*s%s%s", (int)(at - pattern), pattern, with, at + 2)
-               : snprintf(out, len, "%s", pattern);
-    return n > 0 && (size_t)n < len;
+    size_t k = 0;
+    for (const char *p = pattern; *p;) {
+        const char *put = NULL;
+        if (p[0] == '%' && p[1] == 'i')
+            put = num;
+        else if (p[0] == '%' && p[1] == 'd')
+            put = dev;
+        size_t n = put ? strlen(put) : 1;
+        if (n >= len - k)
+            return false;
+        memcpy(out + k, put ? put : p, n);
+        k += n;
+        p += put ? 2 : 1;
+    }
+    out[k] = '\0';
+    return k > 0;
+}
+
+/* The device id of publisher i, or NULL without --devices. */
+static const char *device_of(const bench *b, uint32_t i)
+{
+    return i < b->ndevices ? b->devices[i].id : NULL;
 }
 
 static bool set_topic(bconn *c, const char *s, bool filter)
@@ -528,7 +579,7 @@ static bool set_topic(bconn *c, const char *s, bool filter)
     if ((filter ? codec_topic_filter_check(t) : codec_topic_name_check(t)) != CODEC_OK) {
         fprintf(stderr, "moat-bench: '%s' is not a valid topic %s%s\n", s,
                 filter ? "filter" : "name",
-                filter ? " (for fan-in, put %i alone in its level: bench/%i)" : "");
+                filter ? " (for fan-in, put %i or %d alone in its level: bench/%i)" : "");
         return false;
     }
     c->topic = strdup(s);
@@ -566,6 +617,8 @@ static bool plan(bench *b)
     b->conns = calloc(b->nconns, sizeof(*b->conns));
     if (!b->conns)
         return false;
+    if (o->devices_dir && !devices_load(b, b->npubs))
+        return false;
     char topic[BENCH_MAX_TOPIC + 32], num[16];
     size_t in_max = (size_t)o->size + 64u * 1024u + 16384u * 2u;
     for (size_t g = 0; g < b->nconns; g++) {
@@ -583,15 +636,16 @@ static bool plan(bench *b)
             c->index = (uint32_t)g;
             if (o->sc == SC_FANIN) {
                 char filter[BENCH_MAX_TOPIC + 32];
-                if (!expand(o->topic, "+", filter, sizeof(filter)))
+                if (!expand(o->topic, "+", "+", filter, sizeof(filter)))
                     return false;
                 int k = o->shared ? snprintf(topic, sizeof(topic), "$share/bench/%s", filter)
                                   : snprintf(topic, sizeof(topic), "%s", filter);
                 if (k < 0 || (size_t)k >= sizeof(topic))
                     return false;
             } else {
-                snprintf(num, sizeof(num), "%u", o->sc == SC_FANOUT ? 0u : (unsigned)g);
-                if (!expand(o->topic, num, topic, sizeof(topic)))
+                uint32_t pub = o->sc == SC_FANOUT ? 0u : (uint32_t)g;
+                snprintf(num, sizeof(num), "%u", (unsigned)pub);
+                if (!expand(o->topic, num, device_of(b, pub), topic, sizeof(topic)))
                     return false;
             }
             if (!set_topic(c, topic, true))
@@ -600,7 +654,11 @@ static bool plan(bench *b)
             c->role = ROLE_PUB;
             c->index = (uint32_t)(g - b->nsubs);
             snprintf(num, sizeof(num), "%u", (unsigned)c->index);
-            if (!expand(o->topic, num, topic, sizeof(topic)) || !set_topic(c, topic, false))
+            c->device = device_of(b, c->index);
+            if (c->device)
+                c->ctx = b->devices[c->index].ctx;
+            if (!expand(o->topic, num, c->device, topic, sizeof(topic)) ||
+                !set_topic(c, topic, false))
                 return false;
         }
     }
@@ -813,10 +871,13 @@ static void run_messages(bench *b, result *r)
     take_sample(b, &s1);
     atomic_store(&b->stop_publishing, true);
     proc_read(o->broker_pid, &r->broker_after);
-    /* Let what is in flight arrive, for the loss count. */
+    /* Let what is in flight arrive, for the loss count, and (QoS 1/2) be
+     * acknowledged, so that the count of acknowledged publishes is final. */
     uint64_t drain_end = bench_now() + (uint64_t)(o->drain * 1e9);
     while (bench_now() < drain_end && !interrupted) {
-        if (bench_total_recv(b) >= bench_total_sent(b) * b->fan)
+        uint64_t sent = bench_total_sent(b);
+        if (bench_total_recv(b) >= sent * b->fan &&
+            (o->qos == 0 || bench_total_answered(b) >= sent))
             break;
         sleep_s(0.01);
     }
@@ -912,6 +973,8 @@ static void collect(bench *b, result *r)
         r->payload_bytes += w->m_payload_bytes;
         r->wire_bytes += w->m_wire_bytes;
         r->refused += w->refused;
+        r->acked += w->m_acked;
+        r->total_acked += w->acked;
         r->run_errors += w->run_errors;
         r->behind += w->behind;
         hist_merge(&r->lat, &w->lat);
@@ -1005,8 +1068,12 @@ int main(int argc, char **argv)
     collect(&b, &r);
     r.interrupted = r.interrupted || interrupted;
 
-    report_context ctx = {
-        .o = o, .nconns = b.nconns, .npubs = b.npubs, .nsubs = b.nsubs, .fan = b.fan};
+    report_context ctx = {.o = o,
+                          .nconns = b.nconns,
+                          .npubs = b.npubs,
+                          .nsubs = b.nsubs,
+                          .fan = b.fan,
+                          .ndevices = b.ndevices};
     if (!o->quiet)
         report_table(stdout, &ctx, &r);
     if (o->json_path && !report_json(o->json_path, &ctx, &r))
@@ -1022,6 +1089,7 @@ out:
     for (size_t g = 0; g < b.nconns; g++)
         free(b.conns[g].topic);
     free(b.conns);
+    devices_free(&b);
     free(b.workers);
     free(b.counts);
     free(o->sources);

@@ -180,9 +180,10 @@ static void print_header(FILE *out, const report_context *ctx)
             snprintf(rate, sizeof(rate), "%.0f msg/s offered", o->rate);
         else
             snprintf(rate, sizeof(rate), "as fast as possible (window %u)", o->window);
-        fprintf(out, "  %u publisher%s -> %u subscriber%s%s, QoS %u, %u B payload, %s\n",
-                ctx->npubs, ctx->npubs == 1 ? "" : "s", ctx->nsubs, ctx->nsubs == 1 ? "" : "s",
-                o->shared ? " (shared)" : "", (unsigned)o->qos, o->size, rate);
+        fprintf(out, "  %u publisher%s%s -> %u subscriber%s%s, QoS %u, %u B payload, %s\n",
+                ctx->npubs, ctx->npubs == 1 ? "" : "s", ctx->ndevices ? " (devices)" : "",
+                ctx->nsubs, ctx->nsubs == 1 ? "" : "s", o->shared ? " (shared)" : "",
+                (unsigned)o->qos, o->size, rate);
         fprintf(out, "  %.1f s measured after %.1f s warm-up, %u thread%s\n", o->duration,
                 o->warmup, o->threads, o->threads == 1 ? "" : "s");
         break;
@@ -216,6 +217,10 @@ void report_table(FILE *out, const report_context *ctx, const result *r)
         double s = r->measured_s;
         fprintf(out, "  %-18s %llu (%.0f msg/s)\n", "published", (unsigned long long)r->sent,
                 per_s(r->sent, s));
+        if (o->qos > 0)
+            fprintf(out, "  %-18s %llu (%.0f msg/s); whole run %llu of %llu published\n",
+                    "acknowledged", (unsigned long long)r->acked, per_s(r->acked, s),
+                    (unsigned long long)r->total_acked, (unsigned long long)r->total_sent);
         fprintf(out, "  %-18s %llu (%.0f msg/s, %.2f MB/s payload, %.2f MB/s MQTT)\n", "delivered",
                 (unsigned long long)r->delivered, per_s(r->delivered, s),
                 per_s(r->payload_bytes, s) / 1e6, per_s(r->wire_bytes, s) / 1e6);
@@ -325,6 +330,11 @@ bool report_json(const char *path, const report_context *ctx, const result *r)
     json_str(f, o->id_prefix);
     fprintf(f, ", \"topic\": ");
     json_str(f, o->topic);
+    fprintf(f, ", \"devices\": %zu, \"devices_dir\": ", ctx->ndevices);
+    if (o->devices_dir)
+        json_str(f, o->devices_dir);
+    else
+        fputs("null", f);
     fprintf(f, "},\n  \"interrupted\": %s,\n  \"error\": ", r->interrupted ? "true" : "false");
     json_str(f, r->error);
     fprintf(f, ",\n  \"first_error\": ");
@@ -342,12 +352,15 @@ bool report_json(const char *path, const report_context *ctx, const result *r)
                 "  \"messages\": {\"published\": %llu, \"published_per_s\": %.1f, "
                 "\"delivered\": %llu, \"delivered_per_s\": %.1f, \"payload_bytes_per_s\": %.1f, "
                 "\"wire_bytes_per_s\": %.1f, \"lost\": %llu, \"expected\": %llu, "
-                "\"refused\": %llu, \"connections_lost\": %llu, \"schedule_slips\": %llu, ",
+                "\"refused\": %llu, \"connections_lost\": %llu, \"schedule_slips\": %llu, "
+                "\"acknowledged\": %llu, \"acknowledged_per_s\": %.1f, "
+                "\"published_total\": %llu, \"acknowledged_total\": %llu, ",
                 (unsigned long long)r->sent, per_s(r->sent, s), (unsigned long long)r->delivered,
                 per_s(r->delivered, s), per_s(r->payload_bytes, s), per_s(r->wire_bytes, s),
                 (unsigned long long)r->lost, (unsigned long long)(r->total_sent * ctx->fan),
                 (unsigned long long)r->refused, (unsigned long long)r->run_errors,
-                (unsigned long long)r->behind);
+                (unsigned long long)r->behind, (unsigned long long)r->acked, per_s(r->acked, s),
+                (unsigned long long)r->total_sent, (unsigned long long)r->total_acked);
         json_hist(f, "latency_us", &r->lat);
         fprintf(f, "},\n");
     } else {

@@ -36,8 +36,10 @@ typedef struct result {
     double tool_cpu_s;
     double busiest_thread_cpu_s;
     uint64_t sent, delivered, payload_bytes, wire_bytes; /* in the measured window */
+    uint64_t acked; /* QoS 1/2 publishes acknowledged in the measured window */
     uint64_t refused, run_errors, behind;
     uint64_t total_sent, total_recv, lost; /* whole run */
+    uint64_t total_acked;                  /* whole run */
     hist lat;                              /* delivery latency, measured window */
     hist hs;                               /* TCP connect to CONNACK */
 } result;
@@ -46,6 +48,7 @@ typedef struct report_context {
     const bench_opts *o;
     size_t nconns;
     uint32_t npubs, nsubs, fan;
+    size_t ndevices; /* publishers acting as devices (--devices) */
 } report_context;
 
 /* Read process pid (0: leaves *s not ok). */

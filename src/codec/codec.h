@@ -436,6 +436,18 @@ CODEC_MUST_CHECK codec_status codec_decode_body(const codec_frame *frame, const 
                                                 const codec_decode_opts *opts, codec_packet *out);
 
 /*
+ * codec_decode_body for a client: decodes what a server sent, with the same
+ * result as codec_decode_body with opts {version, CODEC_FROM_SERVER} for
+ * every input (a packet only a client may send is CODEC_ERR_PROTOCOL). It
+ * never references the decoders of CONNECT, SUBSCRIBE and UNSUBSCRIBE, so a
+ * device built with -ffunction-sections and linked with --gc-sections does
+ * not carry them (docs/sdk-footprint.md).
+ */
+CODEC_MUST_CHECK codec_status codec_decode_body_from_server(const codec_frame *frame,
+                                                            const uint8_t *body, uint8_t version,
+                                                            codec_packet *out);
+
+/*
  * Encode a packet for a protocol version into out[0..cap).
  *
  * On CODEC_OK, *written is the packet size. On CODEC_ERR_BUFFER nothing useful

@@ -309,8 +309,9 @@ static bool sender_may_send(unsigned type, codec_sender sender)
     }
 }
 
-codec_status codec_decode_body(const codec_frame *frame, const uint8_t *body,
-                               const codec_decode_opts *opts, codec_packet *out)
+/* The checks every packet passes before its body is read. */
+static codec_status decode_prologue(const codec_frame *frame, const codec_decode_opts *opts,
+                                    codec_packet *out)
 {
     memset(out, 0, sizeof(*out));
     out->type = frame->type;
@@ -325,36 +326,67 @@ codec_status codec_decode_body(const codec_frame *frame, const uint8_t *body,
     /* Before CONNECT only CONNECT; after it, never again ([MQTT-3.1.0-1/2]). */
     if ((opts->version == 0) != (type == CODEC_CONNECT))
         return CODEC_ERR_PROTOCOL;
+    return CODEC_OK;
+}
 
-    rd r = rd_init(body, frame->remaining_len);
+/* The bodies of every packet a server may send (and of those either side
+ * sends). Kept apart from the client-only decoders so that a device, which
+ * calls codec_decode_body_from_server, links none of CONNECT, SUBSCRIBE and
+ * UNSUBSCRIBE (with -ffunction-sections and --gc-sections). */
+static codec_status decode_common(rd *r, const codec_frame *frame, const codec_decode_opts *opts,
+                                  codec_packet *out)
+{
+    unsigned type = frame->type;
     switch (type) {
-    case CODEC_CONNECT:
-        return decode_connect(&r, &out->u.connect);
     case CODEC_CONNACK:
-        return decode_connack(&r, opts->version, &out->u.connack);
+        return decode_connack(r, opts->version, &out->u.connack);
     case CODEC_PUBLISH:
-        return decode_publish(&r, frame->flags, opts, &out->u.publish);
+        return decode_publish(r, frame->flags, opts, &out->u.publish);
     case CODEC_PUBACK:
     case CODEC_PUBREC:
     case CODEC_PUBREL:
     case CODEC_PUBCOMP:
-        return decode_ack(&r, type, opts, &out->u.ack);
-    case CODEC_SUBSCRIBE:
-        return decode_subscribe(&r, opts->version, &out->u.subscribe);
+        return decode_ack(r, type, opts, &out->u.ack);
     case CODEC_SUBACK:
     case CODEC_UNSUBACK:
-        return decode_suback(&r, type, opts, &out->u.suback);
-    case CODEC_UNSUBSCRIBE:
-        return decode_unsubscribe(&r, opts->version, &out->u.unsubscribe);
+        return decode_suback(r, type, opts, &out->u.suback);
     case CODEC_PINGREQ:
     case CODEC_PINGRESP:
-        return finish(&r);
+        return finish(r);
     case CODEC_DISCONNECT:
     case CODEC_AUTH:
-        return decode_disconnect(&r, type, opts, &out->u.disconnect);
+        return decode_disconnect(r, type, opts, &out->u.disconnect);
     default:
         return CODEC_ERR_MALFORMED;
     }
+}
+
+codec_status codec_decode_body(const codec_frame *frame, const uint8_t *body,
+                               const codec_decode_opts *opts, codec_packet *out)
+{
+    TRY(decode_prologue(frame, opts, out));
+    rd r = rd_init(body, frame->remaining_len);
+    switch (frame->type) {
+    case CODEC_CONNECT:
+        return decode_connect(&r, &out->u.connect);
+    case CODEC_SUBSCRIBE:
+        return decode_subscribe(&r, opts->version, &out->u.subscribe);
+    case CODEC_UNSUBSCRIBE:
+        return decode_unsubscribe(&r, opts->version, &out->u.unsubscribe);
+    default:
+        return decode_common(&r, frame, opts, out);
+    }
+}
+
+codec_status codec_decode_body_from_server(const codec_frame *frame, const uint8_t *body,
+                                           uint8_t version, codec_packet *out)
+{
+    const codec_decode_opts opts = {.version = version, .sender = CODEC_FROM_SERVER};
+    /* The prologue refuses every packet only a client sends (and CONNECT),
+     * so decode_common sees exactly what codec_decode_body's switch would. */
+    TRY(decode_prologue(frame, &opts, out));
+    rd r = rd_init(body, frame->remaining_len);
+    return decode_common(&r, frame, &opts, out);
 }
 
 codec_status codec_decode(const uint8_t *buf, size_t len, const codec_decode_opts *opts,

@@ -20,11 +20,15 @@
                  CTX(CODEC_CTX_DISCONNECT) | CTX(CODEC_CTX_AUTH) | CTX(CODEC_CTX_WILL))
 #define CTX_MSG (CTX(CODEC_CTX_PUBLISH) | CTX(CODEC_CTX_WILL))
 
+/* Packed into one 32-bit word (contexts go up to bit CODEC_CTX_WILL = 16):
+ * half the size of a table with a whole word for the contexts, which a
+ * device's flash notices (docs/sdk-footprint.md). */
 typedef struct prop_info {
-    uint8_t known;
-    uint8_t type; /* codec_prop_type */
-    uint32_t contexts;
+    unsigned known : 1;
+    unsigned type : 3; /* codec_prop_type */
+    unsigned contexts : 17;
 } prop_info;
+_Static_assert(CODEC_CTX_WILL < 17 && CODEC_PT_STRING_PAIR < 8, "prop_info fields too narrow");
 
 static const prop_info prop_table[CODEC_PROP_MAX_ID + 1] = {
     [CODEC_PROP_PAYLOAD_FORMAT] = {1, CODEC_PT_BYTE, CTX_MSG},

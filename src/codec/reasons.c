@@ -7,8 +7,6 @@
  * list makes the packet malformed. DISCONNECT codes also have a sender: a
  * client that claims "session taken over" breaks the protocol.
  */
-#include <string.h>
-
 #include "internal.h"
 
 typedef struct reason_set {
@@ -38,9 +36,14 @@ static const reason_set v5_disconnect_any =
 static const reason_set v5_disconnect_server =
     SET(0x87, 0x89, 0x8B, 0x8D, 0x8E, 0x8F, 0x9A, 0x9B, 0x9C, 0x9D, 0x9E, 0x9F, 0xA0, 0xA1, 0xA2);
 
+/* A loop rather than memchr: the sets are a few bytes long, and a device
+ * then links no memchr (160 bytes of newlib-nano; docs/sdk-footprint.md). */
 static bool in_set(const reason_set *set, uint8_t code)
 {
-    return memchr(set->codes, code, set->len) != NULL;
+    for (size_t i = 0; i < set->len; i++)
+        if (set->codes[i] == code)
+            return true;
+    return false;
 }
 
 bool reason_valid(unsigned type, uint8_t version, codec_sender sender, uint8_t code)

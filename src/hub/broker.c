@@ -51,6 +51,43 @@ void broker_log(broker *b, broker_event ev, const broker_principal *who, const c
     b->cfg.log(b->cfg.log_ctx, ev, who, detail);
 }
 
+void broker_refused(broker *b, broker_event ev, const broker_principal *who, void *io,
+                    codec_bytes topic, const char *reason)
+{
+    if (!b->cfg.refused)
+        return;
+    broker_refusal r = {.ev = ev, .who = who, .io = io, .topic = topic, .reason = reason};
+    b->cfg.refused(b->cfg.log_ctx, &r);
+}
+
+const char *broker_reason_word(uint8_t reason)
+{
+    switch (reason) {
+    case 0x85:
+        return "client_id";
+    case 0x87:
+        return "policy";
+    case 0x8C:
+        return "auth_method";
+    case 0x8F:
+    case 0x90:
+    case 0x93:
+    case 0x95:
+    case 0x97:
+        return "limit";
+    case 0x96:
+        return "rate";
+    case 0x99:
+        return "payload";
+    case 0x81:
+    case 0x82:
+    case 0x84:
+        return "protocol";
+    default:
+        return "error";
+    }
+}
+
 /* ---- lists of connections --------------------------------------------- */
 
 static bool list_push(broker_conn ***arr, size_t *len, size_t *cap, broker_conn *c)
@@ -458,6 +495,8 @@ void broker_conn_gone(broker *b, broker_conn *c, uint64_t now_ms)
 
 static void dispatch(broker *b, broker_conn *c, const codec_packet *p, uint64_t now)
 {
+    if (c->s)
+        c->packets++;
     switch (p->type) {
     case CODEC_CONNECT:
         handle_connect(b, c, &p->u.connect, now);
@@ -519,6 +558,7 @@ static void refuse_packet(broker *b, broker_conn *c, const codec_packet *p, code
             (void)buf_append(&c->out, pkt, n);
         broker_log(b, BROKER_EV_REFUSED_CONNECT, &c->who, "first packet refused: %s",
                    codec_status_name(st));
+        broker_refused(b, BROKER_EV_REFUSED_CONNECT, &c->who, c->io, (codec_bytes){0}, "protocol");
         c->state = CONN_ACTIVE; /* so that conn_close does not add a DISCONNECT */
         c->version = 0;
     }
@@ -660,6 +700,26 @@ const broker_principal *broker_conn_principal(const broker_conn *c)
     return &c->who;
 }
 
+uint64_t broker_conn_packets(const broker_conn *c)
+{
+    return c->packets;
+}
+
+bool broker_conn_has_session(const broker_conn *c)
+{
+    return c->s != NULL;
+}
+
+bool broker_conn_clean(const broker_conn *c)
+{
+    return c->clean_disconnect;
+}
+
+bool broker_store_touched(const broker *b)
+{
+    return b->in_txn || b->store_failed;
+}
+
 /* ---- timers ----------------------------------------------------------- */
 
 uint64_t broker_tick(broker *b, uint64_t now_ms)
@@ -671,6 +731,8 @@ uint64_t broker_tick(broker *b, uint64_t now_ms)
             conn_close(b, t->owner, 0, NULL);
             broker_log(b, BROKER_EV_REFUSED_CONNECT, &((broker_conn *)t->owner)->who,
                        "no CONNECT within %u ms", (unsigned)b->lim.connect_timeout_ms);
+            broker_refused(b, BROKER_EV_REFUSED_CONNECT, &((broker_conn *)t->owner)->who,
+                           ((broker_conn *)t->owner)->io, (codec_bytes){0}, "timeout");
             break;
         case TIMER_KEEPALIVE: {
             broker_conn *c = t->owner;
@@ -762,9 +824,15 @@ static void visit_retained_msg(tree_node *node, void *value, void *ctx)
     (void)node;
     if (!m)
         return;
-    broker_fwd f = {m->topic,      m->payload, m->props,
-                    m->origin,     m->qos,     m->retain,
-                    m->expires_at, m->gid,     BROKER_FWD_RETAIN_REPLICA, NULL};
+    broker_fwd f = {.topic = m->topic,
+                    .payload = m->payload,
+                    .props = m->props,
+                    .origin = m->origin,
+                    .qos = m->qos,
+                    .retain = m->retain,
+                    .expires_at = m->expires_at,
+                    .gid = m->gid,
+                    .flags = BROKER_FWD_RETAIN_REPLICA};
     w->fn(w->ctx, &f);
 }
 

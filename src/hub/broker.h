@@ -77,15 +77,41 @@ typedef enum broker_event {
 typedef void (*broker_log_fn)(void *ctx, broker_event ev, const broker_principal *who,
                               const char *detail);
 
+/* A refused CONNECT, PUBLISH or SUBSCRIBE as data (besides its log line),
+ * for the monitor's burst detectors and the audit log. Valid during the
+ * call only. */
+typedef struct broker_refusal {
+    broker_event ev; /* BROKER_EV_REFUSED_CONNECT, _PUBLISH or _SUBSCRIBE */
+    const broker_principal *who;
+    void *io;           /* the connection's server handle; NULL for a will */
+    codec_bytes topic;  /* the topic or filter refused; empty for a CONNECT */
+    const char *reason; /* a short fixed word: "policy", "limit", "rate", ... */
+} broker_refusal;
+
+/* A PUBLISH to a "$" topic, offered to the server before routing (after the
+ * publish policy, limits and rate allowed it): the hub answers some topics
+ * itself (a telemetry query, docs/telemetry.md). Valid during the call. */
+typedef struct broker_request {
+    const broker_principal *who;
+    void *io;
+    codec_bytes client_id; /* the session's */
+    codec_bytes topic;
+    codec_bytes payload;
+    const codec_props *props; /* NULL for MQTT 3.1.1 */
+} broker_request;
+
+/* broker_config.request's answers besides a reason code >= 0x80 (refused). */
+enum { BROKER_REQUEST_TAKEN = 0, BROKER_REQUEST_PASS = -1 };
+
 typedef struct broker_store broker_store; /* store.h */
 
 /* ---- several workers (docs/hub.md "Several cores") ------------------------
  * Also how messages reach the telemetry store. Each worker thread runs its
- * own broker over the sessions of the principals it owns. A message published on one is routed there and handed to the
- * others as a broker_fwd (the server copies it across); they route it against
- * their own subscriptions with broker_inject. Retained messages have one
- * authority (worker 0), which stores them and hands every change to the
- * others as a replica. Without workers or telemetry none of this is set. */
+ * own broker over the sessions of the principals it owns. A message published on one is routed
+ * there and handed to the others as a broker_fwd (the server copies it across); they route it
+ * against their own subscriptions with broker_inject. Retained messages have one authority (worker
+ * 0), which stores them and hands every change to the others as a replica. Without workers or
+ * telemetry none of this is set. */
 enum {
     BROKER_FWD_ROUTE = 1,          /* route to this broker's subscribers */
     BROKER_FWD_RETAIN_STORE = 2,   /* set as retained and store it (the authority) */
@@ -103,6 +129,10 @@ typedef struct broker_fwd {
     /* Who published it, for a message this broker took from a client or a
      * will (NULL for copies from other workers). Valid during the call. */
     const broker_principal *from;
+    /* broker_inject only: when not empty, deliver to this one session (client
+     * id) through its own matching subscriptions and receive policy, and to
+     * no one else: the hub's answer to a request is for the requester. */
+    codec_bytes to;
 } broker_fwd;
 
 typedef struct broker_relay {
@@ -110,8 +140,10 @@ typedef struct broker_relay {
     /* A message this broker took from a client or a will (flags: ROUTE,
      * plus RETAIN_STORE when this broker is the retained authority and
      * stored it), or a retained change the authority made for another
-     * worker's message (flags: RETAIN_REPLICA only). */
-    void (*forward)(void *ctx, const broker_fwd *f);
+     * worker's message (flags: RETAIN_REPLICA only). Returns true when
+     * another thread stores it, so that its PUBACK/PUBREC must wait for
+     * broker_release_acks; false lets it go out with the pass. */
+    bool (*forward)(void *ctx, const broker_fwd *f);
     /* Hub-wide ids for messages (store rows and gids), shared by the
      * workers so that rows moved between their stores never collide. */
     uint64_t (*next_id)(void *ctx);
@@ -144,6 +176,13 @@ typedef struct broker_config {
     void *policies_ctx;
     /* Several workers: NULL with one. The broker keeps its own copy. */
     const broker_relay *relay;
+    /* Every refusal, structured (called with log_ctx). May be NULL. */
+    void (*refused)(void *ctx, const broker_refusal *r);
+    /* PUBLISHes to "$" topics: BROKER_REQUEST_PASS routes the message as
+     * usual; BROKER_REQUEST_TAKEN acknowledges it (success) without routing;
+     * a reason code >= 0x80 refuses it like a policy refusal. May be NULL. */
+    int (*request)(void *ctx, const broker_request *r);
+    void *request_ctx;
 } broker_config;
 
 /* NULL when out of memory or when the store cannot be loaded. */
@@ -181,6 +220,18 @@ size_t broker_closing(broker *b, broker_conn ***list);
 /* The server's handle given at broker_conn_open. */
 void *broker_conn_io(const broker_conn *c);
 const broker_principal *broker_conn_principal(const broker_conn *c);
+
+/* For liveness: packets received since CONNECT was accepted (any kind);
+ * whether this connection's CONNECT was accepted and it still holds its
+ * session (false after a takeover); whether it ended with a DISCONNECT that
+ * asked for no will. Read them before broker_conn_gone. */
+uint64_t broker_conn_packets(const broker_conn *c);
+bool broker_conn_has_session(const broker_conn *c);
+bool broker_conn_clean(const broker_conn *c);
+
+/* True when this pass wrote to the store (or failed to), so that the
+ * coming broker_commit says something about the store's health. */
+bool broker_store_touched(const broker *b);
 
 /* A message from another worker (see broker_relay). True when it matched a
  * subscription here. */

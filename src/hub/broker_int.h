@@ -204,6 +204,7 @@ struct broker_conn {
     timer timer;         /* TIMER_CONNECT, then TIMER_KEEPALIVE */
     uint16_t keep_alive; /* seconds, as granted */
     uint64_t last_rx;
+    uint64_t packets;                  /* received since CONNECT was accepted */
     bool clean_disconnect;             /* DISCONNECT without will */
     bool dirty;                        /* in b->dirty */
     bool closing_listed;               /* in b->closing */
@@ -269,6 +270,11 @@ void conn_close(broker *b, broker_conn *c, uint8_t reason, const char *why);
 bool conn_send(broker *b, broker_conn *c, const uint8_t *bytes, size_t len);
 void broker_log(broker *b, broker_event ev, const broker_principal *who, const char *fmt, ...)
     __attribute__((format(printf, 4, 5)));
+/* A refusal for broker_config.refused (after its log line). */
+void broker_refused(broker *b, broker_event ev, const broker_principal *who, void *io,
+                    codec_bytes topic, const char *reason);
+/* The short word for a refusal's MQTT 5 reason code ("policy", "limit"...). */
+const char *broker_reason_word(uint8_t reason);
 /* Start the pass's store transaction if needed; false when the store failed. */
 bool store_touch(broker *b, broker_conn *c);
 
@@ -285,6 +291,8 @@ session *session_restore(broker *b, const store_session_row *row);
 void handle_publish(broker *b, broker_conn *c, const codec_publish *p, uint64_t now);
 void handle_ack(broker *b, broker_conn *c, uint8_t type, const codec_ack *p, uint64_t now);
 void route(broker *b, msg *m, uint64_t now);
+/* Route to the session with this client id only (its subscriptions). */
+void route_to(broker *b, msg *m, codec_bytes client_id, uint64_t now);
 void session_enqueue(broker *b, session *s, msg *m, uint8_t qos, bool retain,
                      const uint32_t *sub_ids, size_t nsub_ids, uint64_t now);
 void session_pump(broker *b, session *s, uint64_t now);
@@ -295,12 +303,13 @@ void retain_set(broker *b, msg *m, bool durable);
 /* A new message id (store rows, gids). */
 uint64_t broker_next_id(broker *b);
 /* Hand a message this broker took to the other workers (no-op with one). */
-void relay_out(broker *b, msg *m, uint8_t flags, const broker_principal *from);
+/* True when the message's acknowledgement must wait (broker_relay.forward). */
+bool relay_out(broker *b, msg *m, uint8_t flags, const broker_principal *from);
 /* Queue a PUBACK/PUBREC, held while acks are held. */
 void send_ack(broker *b, broker_conn *c, uint8_t type, uint16_t packet_id, uint8_t reason);
 /* The acknowledgement of a PUBLISH whose message has hub-wide id gid. */
 void send_publish_ack(broker *b, broker_conn *c, uint8_t type, uint16_t packet_id, uint8_t reason,
-                      uint64_t gid);
+                      uint64_t gid, bool wait);
 
 /* subscribe.c */
 void handle_subscribe(broker *b, broker_conn *c, const codec_subscribe *p, uint64_t now);

@@ -8,9 +8,39 @@
 
 #include <errno.h>
 #include <ini.h>
+#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+
+#include "monitor.h"
+
+static void monitor_defaults(hub_monitor_settings *m, const char *data_dir)
+{
+    monitor_config d;
+    monitor_config_defaults(&d, data_dir);
+    memset(m, 0, sizeof(*m));
+    m->default_report_interval_s = d.default_report_interval_s;
+    m->offline_grace_s = d.offline_grace_s;
+    m->lost_grace_s = d.lost_grace_s;
+    m->handshake_burst = d.handshake_burst;
+    m->refused_publish_burst = d.refused_publish_burst;
+    m->burst_window_s = d.burst_window_s;
+    m->rate_factor = d.rate.factor > 0 ? d.rate.factor : 10;
+    m->rate_min = d.rate.min_rate > 0 ? d.rate.min_rate : 5;
+    m->cert_warn_days = d.cert_warn_days;
+    m->clock_jump_s = d.clock_jump_s;
+    m->audit_refusals = d.audit_refusals;
+    m->refusal_max_keys = (uint32_t)d.refusal_max_keys;
+    m->alert_retention_days = d.alert_retention_days;
+    m->alert_max_rows = (uint32_t)d.alert_max_rows;
+    m->registry_poll_ms = d.registry_poll_ms;
+    m->audit_flush_ms = d.audit_flush_ms;
+    m->heartbeat_interval_s = 60;
+    m->webhook_queue = 1000;
+    m->webhook_max_attempts = 20;
+    m->webhook_retry_max_s = 300;
+}
 
 void hub_config_defaults(hub_config *c, const char *data_dir)
 {
@@ -30,6 +60,7 @@ void hub_config_defaults(hub_config *c, const char *data_dir)
     c->handshakes_per_second_per_ip = 50;
     c->handshake_timeout_s = 10;
     c->registry_poll_ms = 250;
+    monitor_defaults(&c->monitor, data_dir);
 }
 
 static bool parse_uint(const char *s, unsigned long long min, unsigned long long max,
@@ -119,6 +150,31 @@ static const num_key limit_keys[] = {
     {"registry_poll_ms", 10, 60000, TOP(registry_poll_ms)},
 };
 
+#define MON(field) offsetof(hub_config, monitor.field), sizeof(((hub_monitor_settings *)0)->field)
+
+static const num_key monitor_keys[] = {
+    {"default_report_interval", 0, 31536000, MON(default_report_interval_s)},
+    {"offline_grace", 0, 86400, MON(offline_grace_s)},
+    {"lost_grace", 0, 86400, MON(lost_grace_s)},
+    {"handshake_burst", 0, 1000000, MON(handshake_burst)},
+    {"refused_publish_burst", 0, 1000000, MON(refused_publish_burst)},
+    {"burst_window", 1, 86400, MON(burst_window_s)},
+    {"cert_warn_days", 0, 3650, MON(cert_warn_days)},
+    {"clock_jump", 1, 86400, MON(clock_jump_s)},
+    {"refusal_max_keys", 1, 1000000, MON(refusal_max_keys)},
+    {"alert_retention_days", 1, 36500, MON(alert_retention_days)},
+    {"alert_max_rows", 100, 100000000, MON(alert_max_rows)},
+    {"registry_poll", 100, 3600000, MON(registry_poll_ms)},
+    {"audit_flush", 10, 600000, MON(audit_flush_ms)},
+};
+
+static const num_key alert_keys[] = {
+    {"heartbeat_interval", 1, 86400, MON(heartbeat_interval_s)},
+    {"webhook_queue", 1, 1000000, MON(webhook_queue)},
+    {"webhook_max_attempts", 1, 1000, MON(webhook_max_attempts)},
+    {"webhook_retry_max", 1, 86400, MON(webhook_retry_max_s)},
+};
+
 static bool store_num(hub_config *c, const num_key *k, unsigned long long v)
 {
     uint8_t *at = (uint8_t *)c + k->offset;
@@ -141,6 +197,119 @@ static bool store_num(hub_config *c, const num_key *k, unsigned long long v)
     default:
         return false;
     }
+}
+
+static bool parse_bool(const char *value, bool *out)
+{
+    if (!strcmp(value, "yes") || !strcmp(value, "true") || !strcmp(value, "on")) {
+        *out = true;
+        return true;
+    }
+    if (!strcmp(value, "no") || !strcmp(value, "false") || !strcmp(value, "off")) {
+        *out = false;
+        return true;
+    }
+    return false;
+}
+
+static bool parse_real(const char *s, double min, double max, double *out)
+{
+    if (*s == '\0' || *s == '+' || *s == '-')
+        return false;
+    errno = 0;
+    char *end;
+    double v = strtod(s, &end);
+    if (errno || *end != '\0' || !isfinite(v) || v < min || v > max)
+        return false;
+    *out = v;
+    return true;
+}
+
+static bool set_text(char *dst, size_t len, const char *value)
+{
+    int n = snprintf(dst, len, "%s", value);
+    return n >= 0 && (size_t)n < len;
+}
+
+/* A number key of one of the tables: 1 stored, 0 refused, -1 not in it. */
+static int table_entry(load_state *st, const char *section, const num_key *keys, size_t nkeys,
+                       const char *name, const char *value)
+{
+    unsigned long long v;
+    for (size_t i = 0; i < nkeys; i++) {
+        const num_key *k = &keys[i];
+        if (strcmp(name, k->name))
+            continue;
+        if (!parse_uint(value, k->min, k->max, &v) || !store_num(st->c, k, v)) {
+            snprintf(st->err, st->errlen, "[%s] %s: '%s' is not a number from %llu to %llu",
+                     section, name, value, k->min, k->max);
+            return 0;
+        }
+        return 1;
+    }
+    return -1;
+}
+
+static int monitor_entry(load_state *st, const char *name, const char *value)
+{
+    hub_monitor_settings *m = &st->c->monitor;
+    int r = table_entry(st, "monitor", monitor_keys, sizeof(monitor_keys) / sizeof(monitor_keys[0]),
+                        name, value);
+    if (r >= 0)
+        return r;
+    if (!strcmp(name, "rate_factor"))
+        return parse_real(value, 1.0, 1e6, &m->rate_factor) ? 1 : -2;
+    if (!strcmp(name, "rate_min"))
+        return parse_real(value, 0.001, 1e9, &m->rate_min) ? 1 : -2;
+    if (!strcmp(name, "audit_refusals"))
+        return parse_bool(value, &m->audit_refusals) ? 1 : -2;
+    return -1;
+}
+
+static int alerts_entry(load_state *st, const char *name, const char *value)
+{
+    hub_monitor_settings *m = &st->c->monitor;
+    int r = table_entry(st, "alerts", alert_keys, sizeof(alert_keys) / sizeof(alert_keys[0]), name,
+                        value);
+    if (r >= 0)
+        return r;
+    if (!strcmp(name, "webhook")) {
+        if (value[0] == '\0')
+            return 1;
+        if (m->nwebhooks == CONFIG_WEBHOOKS) {
+            snprintf(st->err, st->errlen, "[alerts] webhook: at most %u receivers",
+                     CONFIG_WEBHOOKS);
+            return 0;
+        }
+        if (strncmp(value, "http://", 7) && strncmp(value, "https://", 8))
+            return -2;
+        if (!set_text(m->webhooks[m->nwebhooks], CONFIG_URL_MAX, value))
+            return -2;
+        m->nwebhooks++;
+        return 1;
+    }
+    if (!strcmp(name, "heartbeat_url")) {
+        if (value[0] && strncmp(value, "http://", 7) && strncmp(value, "https://", 8))
+            return -2;
+        return set_text(m->heartbeat_url, CONFIG_URL_MAX, value) ? 1 : -2;
+    }
+    if (!strcmp(name, "webhook_key")) {
+        if (value[0] == '\0') {
+            m->webhook_key[0] = '\0';
+            return 1;
+        }
+        return set_path(st, m->webhook_key, value) ? 1 : -2;
+    }
+    if (!strcmp(name, "webhook_ca")) {
+        if (value[0] == '\0') {
+            m->webhook_ca[0] = '\0';
+            return 1;
+        }
+        return set_path(st, m->webhook_ca, value) ? 1 : -2;
+    }
+    if (!strcmp(name, "hub_name"))
+        return set_text(m->hub_name, sizeof(m->hub_name), value) ? 1 : -2;
+    return -1;
 }
 
 static int on_entry(void *user, const char *section, const char *name, const char *value)
@@ -177,6 +346,13 @@ static int on_entry(void *user, const char *section, const char *name, const cha
                 goto bad;
             return 1;
         }
+    } else if (!strcmp(section, "monitor") || !strcmp(section, "alerts")) {
+        int r = !strcmp(section, "monitor") ? monitor_entry(st, name, value)
+                                            : alerts_entry(st, name, value);
+        if (r == 1 || r == 0)
+            return r;
+        if (r == -2)
+            goto bad;
     } else if (!strcmp(section, "tls")) {
         if (!strcmp(name, "min_version")) {
             if (!strcmp(value, "1.3"))

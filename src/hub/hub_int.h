@@ -26,8 +26,10 @@
 
 #include "broker.h"
 #include "config.h"
-#include "ingest.h"
 #include "hmap.h"
+#include "ingest.h"
+#include "monitor.h"
+#include "query.h"
 #include "registry.h"
 #include "relay.h"
 #include "server.h"
@@ -60,7 +62,11 @@ typedef struct hub_conn {
     bool close_queued;
     bool lingering; /* handshake failed: alert sent, draining until close */
     ip_entry *ip;
+    char addr[INET6_ADDRSTRLEN]; /* the peer's address, without the port */
     char peer[INET6_ADDRSTRLEN + 8];
+    const char *refusal; /* why the verify callback refused the certificate */
+    monitor_tap tap;     /* activity not yet reported to the monitor */
+    uint64_t packets;    /* broker_conn_packets when last looked at */
     struct hub_conn *next_dead;
     struct hub_conn *prev, *next; /* every connection of the worker */
 } hub_conn;
@@ -113,7 +119,17 @@ struct hub_server {
     _Atomic unsigned drained; /* workers stopped with no connection left */
     atomic_bool stopping;
     hub_shares *shares;
-    hub_ingest *ingest;          /* NULL: [telemetry] store = no */
+    hub_ingest *ingest; /* NULL: [telemetry] store = no */
+    hub_query *query;   /* NULL: [telemetry] store = no */
+    monitor *mon;       /* liveness, alerts, webhooks, audit of refusals */
+    /* Store health (watch.c): bit k = worker k's last commit failed; the
+     * telemetry store's likewise; unsure until the first commit after start
+     * (an alert left open by the last run is cleared by one that works). */
+    pthread_mutex_t store_mu;
+    bool store_mu_ready;
+    _Atomic uint64_t store_bad;
+    atomic_bool tstore_bad;
+    atomic_bool store_unsure;
     uint16_t port;
 };
 
@@ -131,5 +147,29 @@ int verify_cb(int ok, X509_STORE_CTX *store);
 /* server.c */
 void hub_reload(hub_worker *w0);
 uint64_t hub_now_ms(void);
+
+/* watch.c: the monitor's wiring */
+bool watch_start(hub_server *hub, char *err, size_t errlen);
+void watch_stop(hub_server *hub);
+/* A commit of worker `source`'s store, or of the telemetry store
+ * (HUB_STORE_TELEMETRY), worked or failed (detail says how). */
+#define HUB_STORE_TELEMETRY (-1)
+void hub_store_state(hub_server *hub, int source, bool ok, const char *detail);
+/* A refused access, for the monitor (bursts) and the audit log. */
+void hub_note_refusal(hub_server *hub, monitor_refusal what, const char *addr,
+                      const broker_principal *who, const char *reason, codec_bytes topic);
+
+/* A message the hub itself publishes (alerts, query answers): handed to the
+ * workers' inboxes and routed there like any message, so subscriptions and
+ * receive policies decide who gets it. JSON payloads. */
+typedef struct hub_message {
+    codec_bytes topic;
+    codec_bytes payload;
+    uint8_t qos;
+    codec_bytes correlation; /* MQTT 5 Correlation Data, or empty */
+    codec_bytes to;          /* only this session (client id), or empty: everyone */
+} hub_message;
+#define HUB_ALL_WORKERS (-1)
+bool hub_post(hub_server *hub, int worker, const hub_message *m);
 
 #endif /* MOAT_HUB_HUB_INT_H */

@@ -22,20 +22,25 @@
 #include "tstore_sqlite.h"
 
 #define RETENTION_EVERY_MS 60000u
-#define RETENTION_SLICE 2000u
+#define RETENTION_SLICE    2000u
 
 struct hub_ingest {
     tstore *ts;
-    registry *reg;      /* retention policies (group settings) */
+    registry *reg; /* retention policies (group settings) */
     relay_inbox inbox;
     relay_inbox *workers[STORE_SPLIT_MAX];
     unsigned nworkers;
     pthread_t thread;
     bool started;
-    bool stop;          /* under inbox.mu */
+    bool stop; /* under inbox.mu */
     uint64_t stored, duplicates, failed_commits;
     tstore_retention_run retention;
     uint64_t retention_at;
+    hub_query *queries;
+    void (*watch)(void *ctx, bool ok, const char *detail);
+    void *watch_ctx;
+    uint64_t failing_since; /* ms; 0 while commits work */
+    uint64_t failed_logged_at, failed_unlogged;
 };
 
 static uint64_t wall_ms(void)
@@ -126,8 +131,43 @@ static void answer(hub_ingest *in, relay_env *batch, bool ok)
     relay_post(in->workers[batch->from], t);
 }
 
+/* Loudly, but not once per retry: the first failure, then at most one line
+ * every 10 s with the count, and one when commits work again. */
+static void note_failure(hub_ingest *in, const char *detail)
+{
+    uint64_t now = wall_ms();
+    if (!in->failing_since)
+        in->failing_since = now;
+    if (in->failed_logged_at && now - in->failed_logged_at < 10000) {
+        in->failed_unlogged++;
+    } else {
+        log_msg(LOG_ERROR, NULL,
+                "TELEMETRY STORE FAILED: %s; readings are not acknowledged (devices send them "
+                "again) and the hub keeps relaying%s",
+                detail, in->failed_unlogged ? " (and it failed again since the last line)" : "");
+        in->failed_logged_at = now;
+        in->failed_unlogged = 0;
+    }
+    if (in->watch)
+        in->watch(in->watch_ctx, false, detail);
+}
+
+static void note_success(hub_ingest *in)
+{
+    if (in->failing_since) {
+        log_msg(LOG_INFO, NULL, "telemetry store works again (it failed for %" PRIu64 " ms)",
+                wall_ms() - in->failing_since);
+        in->failing_since = 0;
+        in->failed_logged_at = 0;
+        in->failed_unlogged = 0;
+    }
+    if (in->watch)
+        in->watch(in->watch_ctx, true, NULL);
+}
+
 static void take(hub_ingest *in, relay_env *all)
 {
+    uint64_t stored = in->stored, duplicates = in->duplicates;
     bool ok = tstore_begin(in->ts) == TSTORE_OK;
     for (relay_env *e = all; ok && e; e = e->next)
         for (size_t i = 0; ok && i < e->n; i++)
@@ -135,12 +175,16 @@ static void take(hub_ingest *in, relay_env *all)
     if (ok && tstore_commit(in->ts) != TSTORE_OK)
         ok = false;
     if (!ok) {
+        char detail[512];
+        snprintf(detail, sizeof(detail), "telemetry store (%s): %s", TSTORE_SQLITE_FILE,
+                 tstore_error(in->ts));
         tstore_rollback(in->ts);
+        in->stored = stored; /* none of them was kept */
+        in->duplicates = duplicates;
         in->failed_commits++;
-        log_msg(LOG_ERROR, NULL,
-                "telemetry store failed: %s; the readings were not acknowledged and will be "
-                "sent again",
-                tstore_error(in->ts));
+        note_failure(in, detail);
+    } else {
+        note_success(in);
     }
     while (all) {
         relay_env *next = all->next;
@@ -159,8 +203,8 @@ static void retention_slice(hub_ingest *in)
         memset(&in->retention, 0, sizeof(in->retention));
         in->retention_at = now + RETENTION_EVERY_MS;
     }
-    tstore_status st = tstore_apply_retention(in->ts, tstore_registry_policy, in->reg,
-                                              (int64_t)now, RETENTION_SLICE, &in->retention);
+    tstore_status st = tstore_apply_retention(in->ts, tstore_registry_policy, in->reg, (int64_t)now,
+                                              RETENTION_SLICE, &in->retention);
     if (st != TSTORE_OK) {
         log_msg(LOG_ERROR, NULL, "telemetry retention: %s", tstore_error(in->ts));
         in->retention.done = true;
@@ -170,12 +214,16 @@ static void retention_slice(hub_ingest *in)
     }
 }
 
+/* Queries answered per round: readings waiting to be stored go first. */
+#define QUERIES_PER_ROUND 4u
+
 static void *ingest_main(void *arg)
 {
     hub_ingest *in = arg;
+    size_t queries_left = 0;
     for (;;) {
         struct pollfd p = {.fd = in->inbox.efd, .events = POLLIN};
-        bool busy = !in->retention.done && in->retention_at != 0;
+        bool busy = queries_left > 0 || (!in->retention.done && in->retention_at != 0);
         (void)poll(&p, 1, busy ? 0 : 1000);
         pthread_mutex_lock(&in->inbox.mu);
         bool stop = in->stop;
@@ -185,10 +233,25 @@ static void *ingest_main(void *arg)
             take(in, all);
         else if (stop)
             break;
-        else
+        queries_left =
+            in->queries ? query_serve(in->queries, in->ts, in->reg, QUERIES_PER_ROUND) : 0;
+        if (!all && queries_left == 0)
             retention_slice(in);
     }
     return NULL;
+}
+
+void ingest_set_queries(hub_ingest *in, hub_query *q)
+{
+    in->queries = q;
+}
+
+void ingest_wake(void *ctx)
+{
+    hub_ingest *in = ctx;
+    uint64_t one = 1;
+    ssize_t w = write(in->inbox.efd, &one, sizeof(one));
+    (void)w; /* EAGAIN: a wake-up is pending already */
 }
 
 hub_ingest *ingest_new(const char *data_dir, char *err, size_t errlen)
@@ -200,8 +263,7 @@ hub_ingest *ingest_new(const char *data_dir, char *err, size_t errlen)
     }
     in->inbox.efd = -1;
     char why[512];
-    if (tstore_sqlite_open(data_dir, TSTORE_OPEN_CREATE, &in->ts, why, sizeof(why)) !=
-        TSTORE_OK) {
+    if (tstore_sqlite_open(data_dir, TSTORE_OPEN_CREATE, &in->ts, why, sizeof(why)) != TSTORE_OK) {
         snprintf(err, errlen, "telemetry store in %s: %s", data_dir, why);
         goto fail;
     }
@@ -235,6 +297,12 @@ void ingest_set_workers(hub_ingest *in, relay_inbox *const *inboxes, unsigned n)
         in->workers[k] = inboxes[k];
 }
 
+void ingest_set_watch(hub_ingest *in, void (*fn)(void *ctx, bool ok, const char *detail), void *ctx)
+{
+    in->watch = fn;
+    in->watch_ctx = ctx;
+}
+
 bool ingest_start(hub_ingest *in)
 {
     if (pthread_create(&in->thread, NULL, ingest_main, in) != 0)
@@ -247,6 +315,7 @@ void ingest_stop(hub_ingest *in)
 {
     if (!in || !in->started)
         return;
+    query_close(in->queries);
     pthread_mutex_lock(&in->inbox.mu);
     in->stop = true;
     pthread_mutex_unlock(&in->inbox.mu);

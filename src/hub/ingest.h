@@ -15,7 +15,8 @@
  * (duplicates by device and sequence number are dropped), padding and cover
  * records are dropped. Any other payload is one reading whose stream is the
  * topic after moat/{id}/up/. The thread also applies retention in bounded
- * slices.
+ * slices and answers services' telemetry queries (query.h): it owns the
+ * hub's one handle on telemetry.db.
  */
 #ifndef MOAT_HUB_INGEST_H
 #define MOAT_HUB_INGEST_H
@@ -23,6 +24,7 @@
 #include <stdbool.h>
 #include <stddef.h>
 
+#include "query.h"
 #include "relay.h"
 
 typedef struct hub_ingest hub_ingest;
@@ -34,6 +36,16 @@ bool ingest_start(hub_ingest *in);
 relay_inbox *ingest_inbox(hub_ingest *in);
 /* Tell the thread where tickets go (the workers' inboxes). */
 void ingest_set_workers(hub_ingest *in, relay_inbox *const *inboxes, unsigned n);
+/* Called on the writer thread after each commit: ok, or why not (one line,
+ * for the store_failure alert). Set before ingest_start. */
+void ingest_set_watch(hub_ingest *in, void (*fn)(void *ctx, bool ok, const char *detail),
+                      void *ctx);
+/* Serve the service-facing queries of q (query.h) between batches, with
+ * this thread's store handle and registry connection. Set before
+ * ingest_start; q outlives the thread. */
+void ingest_set_queries(hub_ingest *in, hub_query *q);
+/* Wake the thread (query.h's wake callback; ctx is the hub_ingest). */
+void ingest_wake(void *ctx);
 /* After every worker stopped: store what is left, then end the thread. */
 void ingest_stop(hub_ingest *in);
 void ingest_free(hub_ingest *in);

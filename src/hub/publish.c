@@ -36,13 +36,16 @@ static void send_ack_now(broker *b, broker_conn *c, uint8_t type, uint16_t packe
  * the order of their PUBLISHes, [MQTT-4.6.0-2]) until broker_release_acks. */
 void send_ack(broker *b, broker_conn *c, uint8_t type, uint16_t packet_id, uint8_t reason)
 {
-    send_publish_ack(b, c, type, packet_id, reason, 0);
+    send_publish_ack(b, c, type, packet_id, reason, 0, false);
 }
 
 void send_publish_ack(broker *b, broker_conn *c, uint8_t type, uint16_t packet_id, uint8_t reason,
-                      uint64_t gid)
+                      uint64_t gid, bool wait)
 {
-    if (!b->relay.hold_acks || (type != CODEC_PUBACK && type != CODEC_PUBREC)) {
+    /* Held only when another thread stores the message, or to stay behind
+     * an earlier held one of the same connection (order of acks). */
+    if (!b->relay.hold_acks || (type != CODEC_PUBACK && type != CODEC_PUBREC) ||
+        (!wait && !c->held)) {
         send_ack_now(b, c, type, packet_id, reason);
         return;
     }
@@ -113,6 +116,8 @@ static void refuse_publish(broker *b, broker_conn *c, const codec_publish *p, ui
 {
     broker_log(b, BROKER_EV_REFUSED_PUBLISH, &c->who, "PUBLISH to '%.*s' refused: %s",
                (int)(p->topic.len > 128 ? 128 : p->topic.len), (const char *)p->topic.ptr, why);
+    broker_refused(b, BROKER_EV_REFUSED_PUBLISH, &c->who, c->io, p->topic,
+                   broker_reason_word(reason));
     b->stats.refused++;
     if (c->version != CODEC_V5) {
         conn_close(b, c, 0, NULL);
@@ -212,6 +217,37 @@ static bool rate_ok(broker *b, session *s, uint64_t now)
     return true;
 }
 
+/* Offer a PUBLISH to a "$" topic to the server (broker_config.request):
+ * true when it was answered here (taken or refused) and must not be routed. */
+static bool take_request(broker *b, broker_conn *c, const codec_publish *p)
+{
+    session *s = c->s;
+    broker_request r = {.who = &c->who,
+                        .io = c->io,
+                        .client_id = s->client_id,
+                        .topic = p->topic,
+                        .payload = p->payload,
+                        .props = s->version == CODEC_V5 ? &p->props : NULL};
+    int answer = b->cfg.request(b->cfg.request_ctx, &r);
+    if (answer == BROKER_REQUEST_PASS)
+        return false;
+    if (answer != BROKER_REQUEST_TAKEN) {
+        refuse_publish(b, c, p, (uint8_t)(answer >= 0x80 && answer <= 0xFF ? answer : 0x83),
+                       "request refused");
+        return true;
+    }
+    if (p->qos == 2 && !qos2_in_add(b, s, p->packet_id)) {
+        conn_close(b, c, 0x83, "out of memory");
+        return true;
+    }
+    b->stats.msgs_in++;
+    if (p->qos == 1)
+        send_ack(b, c, CODEC_PUBACK, p->packet_id, 0);
+    else if (p->qos == 2)
+        send_ack(b, c, CODEC_PUBREC, p->packet_id, 0);
+    return true;
+}
+
 void handle_publish(broker *b, broker_conn *c, const codec_publish *in, uint64_t now)
 {
     session *s = c->s;
@@ -232,6 +268,7 @@ void handle_publish(broker *b, broker_conn *c, const codec_publish *in, uint64_t
     if (!rate_ok(b, s, now)) {
         broker_log(b, BROKER_EV_REFUSED_PUBLISH, &c->who, "publish rate above %u/s",
                    (unsigned)b->lim.max_publish_rate);
+        broker_refused(b, BROKER_EV_REFUSED_PUBLISH, &c->who, c->io, p.topic, "rate");
         b->stats.refused++;
         conn_close(b, c, 0x96, "message rate too high");
         return;
@@ -259,6 +296,8 @@ void handle_publish(broker *b, broker_conn *c, const codec_publish *in, uint64_t
             return;
         }
     }
+    if (b->cfg.request && p.topic.len && p.topic.ptr[0] == '$' && take_request(b, c, &p))
+        return;
 
     uint64_t expires = 0;
     if (CODEC_HAS(&p.props, CODEC_PROP_MESSAGE_EXPIRY))
@@ -280,7 +319,7 @@ void handle_publish(broker *b, broker_conn *c, const codec_publish *in, uint64_t
     if (p.retain && !b->relay.retained_replica)
         retain_set(b, m, true);
     route(b, m, now);
-    relay_out(b, m, BROKER_FWD_ROUTE, &c->who);
+    bool wait = relay_out(b, m, BROKER_FWD_ROUTE, &c->who);
     /* With several workers, 0x10 is provisional: broker_ack_matched. */
     bool delivered = b->route_matched;
     /* Its acknowledgement promises what routing stored (queues of offline or
@@ -293,9 +332,9 @@ void handle_publish(broker *b, broker_conn *c, const codec_publish *in, uint64_t
 
     uint8_t reason = delivered ? 0x00 : 0x10; /* 0x10: no matching subscribers */
     if (p.qos == 1)
-        send_publish_ack(b, c, CODEC_PUBACK, p.packet_id, reason, gid);
+        send_publish_ack(b, c, CODEC_PUBACK, p.packet_id, reason, gid, wait);
     else if (p.qos == 2)
-        send_publish_ack(b, c, CODEC_PUBREC, p.packet_id, reason, gid);
+        send_publish_ack(b, c, CODEC_PUBREC, p.packet_id, reason, gid, wait);
 }
 
 /* ---- retained ----------------------------------------------------------- */
@@ -338,13 +377,21 @@ uint64_t broker_next_id(broker *b)
     return ++b->last_msg_id;
 }
 
-void relay_out(broker *b, msg *m, uint8_t flags, const broker_principal *from)
+bool relay_out(broker *b, msg *m, uint8_t flags, const broker_principal *from)
 {
     if (!b->relayed)
-        return;
-    broker_fwd f = {m->topic,  m->payload,    m->props, m->origin, m->qos,
-                    m->retain, m->expires_at, m->gid,   flags,     from};
-    b->relay.forward(b->relay.ctx, &f);
+        return false;
+    broker_fwd f = {.topic = m->topic,
+                    .payload = m->payload,
+                    .props = m->props,
+                    .origin = m->origin,
+                    .qos = m->qos,
+                    .retain = m->retain,
+                    .expires_at = m->expires_at,
+                    .gid = m->gid,
+                    .flags = flags,
+                    .from = from};
+    return b->relay.forward(b->relay.ctx, &f);
 }
 
 bool broker_inject(broker *b, const broker_fwd *f, uint64_t now_ms)
@@ -359,11 +406,14 @@ bool broker_inject(broker *b, const broker_fwd *f, uint64_t now_ms)
     m->gid = f->gid;
     if (f->flags & BROKER_FWD_RETAIN_STORE) {
         retain_set(b, m, true);
-        relay_out(b, m, BROKER_FWD_RETAIN_REPLICA, NULL);
+        (void)relay_out(b, m, BROKER_FWD_RETAIN_REPLICA, NULL);
     } else if (f->flags & BROKER_FWD_RETAIN_REPLICA) {
         retain_set(b, m, false);
     }
-    if (f->flags & BROKER_FWD_ROUTE) {
+    if ((f->flags & BROKER_FWD_ROUTE) && f->to.len) {
+        route_to(b, m, f->to, now_ms);
+        matched = b->route_matched;
+    } else if (f->flags & BROKER_FWD_ROUTE) {
         route(b, m, now_ms);
         matched = b->route_matched;
     }
@@ -531,6 +581,24 @@ void route(broker *b, msg *m, uint64_t now)
         session_pump(b, s, now);
     }
     b->ntouched = 0;
+}
+
+/* Route to one session only, through its own subscriptions (a share group's
+ * member is treated like a plain subscriber here: the message is for it). */
+void route_to(broker *b, msg *m, codec_bytes client_id, uint64_t now)
+{
+    b->route_epoch++;
+    b->route_matched = false;
+    session *s = hmap_get(&b->sessions, client_id.ptr, client_id.len);
+    if (!s)
+        return;
+    for (size_t i = 0; i < s->nsubs; i++) {
+        sub *x = s->subs[i];
+        if (codec_topic_matches(x->inner, m->topic))
+            deliver_to(b, x, m, now);
+    }
+    s->route_delivery = NULL;
+    session_pump(b, s, now);
 }
 
 /* ---- session queues ----------------------------------------------------- */

@@ -43,8 +43,8 @@ typedef struct relay_env {
     relay_kind kind;
     unsigned from;
     uint64_t pass;
-    bool ok;           /* ticket: the pass committed */
-    bool needs_ticket; /* batch: the sender holds acknowledgements for it */
+    bool ok;            /* ticket: the pass committed */
+    bool needs_ticket;  /* batch: the sender holds acknowledgements for it */
     uint64_t pass_time; /* batch: when its pass took the messages (ms) */
     int control;
     void *conn; /* RELAY_CONN */

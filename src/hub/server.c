@@ -3,11 +3,14 @@
  * the signals.
  *
  * hub_server_new moves stored sessions to the worker that owns them
- * (store_split.c), then makes the workers (worker.c): each loads its own
- * store file and binds its own listener on the shared port. Worker 0 runs on
- * the calling thread and handles the signals: SIGTERM/SIGINT stop every
- * worker (each drains its connections), SIGHUP re-reads the configuration and
- * the registry and passes them on.
+ * (store_split.c), opens the telemetry writer (ingest.c, which also answers
+ * services' queries, query.c), makes the workers (worker.c: each loads its
+ * own store file), starts the monitor (watch.c), and last binds each
+ * worker's listener on the shared port. They stop in the other order: the
+ * workers, then the threads that post to their inboxes, the monitor last
+ * of all. Worker 0 runs on the calling thread and handles the signals:
+ * SIGTERM/SIGINT stop every worker (each drains its connections), SIGHUP
+ * re-reads the configuration and the registry and passes them on.
  */
 /* sched_getaffinity and CPU_COUNT are GNU extensions. */
 #define _GNU_SOURCE
@@ -65,6 +68,28 @@ static void on_signal(evutil_socket_t sig, short what, void *arg)
         worker_control(&hub->workers[k], RELAY_STOP, NULL);
 }
 
+/* The telemetry writer's commits, for the store_failure alert. */
+static void telemetry_health(void *ctx, bool ok, const char *detail)
+{
+    hub_server *hub = ctx;
+    hub_store_state(hub, HUB_STORE_TELEMETRY, ok, detail);
+}
+
+/* A query's answer (query thread): to the requesting session only, on the
+ * worker that owns it. */
+static void query_answer(void *ctx, unsigned worker, codec_bytes client_id,
+                         codec_bytes response_topic, codec_bytes correlation, codec_bytes payload)
+{
+    hub_server *hub = ctx;
+    hub_message m = {.topic = response_topic,
+                     .payload = payload,
+                     .qos = 1,
+                     .correlation = correlation,
+                     .to = client_id};
+    if (!hub_post(hub, (int)worker, &m))
+        log_msg(LOG_ERROR, NULL, "a telemetry query's answer was lost: out of memory");
+}
+
 hub_server *hub_server_new(const hub_config *cfg, const hub_server_opts *opts, char *err,
                            size_t errlen)
 {
@@ -107,6 +132,14 @@ hub_server *hub_server_new(const hub_config *cfg, const hub_server_opts *opts, c
 
     if (cfg->store_telemetry && !(hub->ingest = ingest_new(cfg->data_dir, err, errlen)))
         goto fail;
+    if (hub->ingest) {
+        ingest_set_watch(hub->ingest, telemetry_health, hub);
+        if (!(hub->query = query_new(query_answer, hub, ingest_wake, hub->ingest))) {
+            snprintf(err, errlen, "out of memory");
+            goto fail;
+        }
+        ingest_set_queries(hub->ingest, hub->query);
+    }
     for (unsigned k = 0; k < hub->nworkers; k++)
         if (!worker_init(&hub->workers[k], hub, k, err, errlen))
             goto fail;
@@ -117,6 +150,11 @@ hub_server *hub_server_new(const hub_config *cfg, const hub_server_opts *opts, c
         ingest_set_workers(hub->ingest, inboxes, hub->nworkers);
     }
     worker_seed_retained(hub);
+    /* The monitor before the listeners: once the port accepts, the hub is
+     * up (tests and supervisors wait for that), and its first heartbeat is
+     * on its way. */
+    if (!watch_start(hub, err, errlen))
+        goto fail;
     for (unsigned k = 0; k < hub->nworkers; k++)
         if (!worker_listen(&hub->workers[k], err, errlen))
             goto fail;
@@ -189,6 +227,7 @@ int hub_server_run(hub_server *hub)
             hub->workers[k].thread_started = false;
         }
     ingest_stop(hub->ingest); /* after the workers: it stores their last batches */
+    watch_stop(hub);          /* last: it records what the others reported */
     log_msg(LOG_INFO, NULL, "stopped");
     return rc;
 }
@@ -201,12 +240,18 @@ void hub_server_free(hub_server *hub)
     for (size_t i = 0; i < sizeof(evs) / sizeof(evs[0]); i++)
         if (evs[i])
             event_free(evs[i]);
+    /* The threads that post to the workers' inboxes go first. */
+    ingest_stop(hub->ingest);
+    watch_stop(hub);
     if (hub->workers) {
         for (unsigned k = 0; k < hub->nworkers; k++)
             worker_free(&hub->workers[k]);
         free(hub->workers);
     }
     ingest_free(hub->ingest);
+    query_free(hub->query); /* after the thread that served it */
+    if (hub->store_mu_ready)
+        pthread_mutex_destroy(&hub->store_mu);
     size_t bucket = 0;
     hmap_entry *it = NULL, *e;
     while ((e = hmap_next(&hub->ips, &bucket, &it)))

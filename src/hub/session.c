@@ -30,6 +30,8 @@ static void refuse(broker *b, broker_conn *c, uint8_t v5_reason, uint8_t v311_co
     codec_connack ack = {.reason = c->version == CODEC_V5 ? v5_reason : v311_code};
     send_connack(b, c, &ack);
     broker_log(b, BROKER_EV_REFUSED_CONNECT, &c->who, "CONNECT refused: %s", why);
+    broker_refused(b, BROKER_EV_REFUSED_CONNECT, &c->who, c->io, (codec_bytes){0},
+                   broker_reason_word(v5_reason));
     b->stats.refused++;
     c->state = CONN_ACTIVE; /* lets conn_close run without adding a DISCONNECT */
     c->version = 0;
@@ -160,6 +162,8 @@ void publish_will(broker *b, session *s, uint64_t now)
     if (!s->policies || !policy_may_publish(s->policies, m->topic)) {
         broker_log(b, BROKER_EV_REFUSED_PUBLISH, &s->who, "will message to %.*s not allowed",
                    (int)m->topic.len, (const char *)m->topic.ptr);
+        broker_refused(b, BROKER_EV_REFUSED_PUBLISH, &s->who, s->conn ? s->conn->io : NULL,
+                       m->topic, "policy");
         msg_unref(m);
         return;
     }
@@ -168,7 +172,7 @@ void publish_will(broker *b, session *s, uint64_t now)
     if (m->retain && !b->relay.retained_replica)
         retain_set(b, m, true);
     route(b, m, now);
-    relay_out(b, m, BROKER_FWD_ROUTE, &s->who);
+    (void)relay_out(b, m, BROKER_FWD_ROUTE, &s->who);
     msg_unref(m);
 }
 

@@ -244,12 +244,16 @@ static uint8_t subscribe_one(broker *b, session *s, const codec_subscription *e,
         broker_log(b, BROKER_EV_REFUSED_SUBSCRIBE, &s->who,
                    "SUBSCRIBE '%.*s' refused: longer or deeper than the limit",
                    (int)(e->filter.len > 128 ? 128 : e->filter.len), (const char *)e->filter.ptr);
+        broker_refused(b, BROKER_EV_REFUSED_SUBSCRIBE, &s->who, s->conn ? s->conn->io : NULL,
+                       e->filter, "limit");
         return v5 ? 0x8F : 0x80;
     }
     if (!policy_may_subscribe(s->policies, e->filter)) {
         broker_log(b, BROKER_EV_REFUSED_SUBSCRIBE, &s->who,
                    "SUBSCRIBE '%.*s' refused: not authorized by policy",
                    (int)(e->filter.len > 128 ? 128 : e->filter.len), (const char *)e->filter.ptr);
+        broker_refused(b, BROKER_EV_REFUSED_SUBSCRIBE, &s->who, s->conn ? s->conn->io : NULL,
+                       e->filter, "policy");
         b->stats.refused++;
         return v5 ? 0x87 : 0x80;
     }
@@ -266,6 +270,8 @@ static uint8_t subscribe_one(broker *b, session *s, const codec_subscription *e,
             broker_log(b, BROKER_EV_REFUSED_SUBSCRIBE, &s->who,
                        "SUBSCRIBE refused: %zu subscriptions is the limit",
                        b->lim.max_subscriptions);
+            broker_refused(b, BROKER_EV_REFUSED_SUBSCRIBE, &s->who, s->conn ? s->conn->io : NULL,
+                           e->filter, "limit");
             return v5 ? 0x97 : 0x80;
         }
         x = sub_add(b, s, e, sub_id);

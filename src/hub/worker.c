@@ -35,6 +35,7 @@
 
 #include "hub_int.h"
 #include "log.h"
+#include "policies.h"
 #include "policy.h"
 #include "store_sqlite.h"
 #include "tls.h"
@@ -53,49 +54,10 @@ static void schedule_pass(hub_worker *w)
 
 /* ---- policies and identities from the registry --------------------------- */
 
-typedef struct doc_list {
-    policy_doc *docs[64];
-    size_t n;
-    bool failed;
-    const char *principal;
-} doc_list;
-
-static int collect_doc(void *ctx, const char *name, const char *document, size_t len)
-{
-    doc_list *l = ctx;
-    char err[256];
-    if (l->n == sizeof(l->docs) / sizeof(l->docs[0])) {
-        l->failed = true;
-        return 1;
-    }
-    policy_doc *doc;
-    if (policy_parse(document, len, &doc, err, sizeof(err)) != POLICY_OK) {
-        /* Fail closed: a broken document makes the whole set deny-all. */
-        log_msg(LOG_ERROR, l->principal, "policy '%s' does not parse (%s): denying all", name, err);
-        l->failed = true;
-        return 1;
-    }
-    l->docs[l->n++] = doc;
-    return 0;
-}
-
 static policy_set *policies_for(void *ctx, const broker_principal *who)
 {
     hub_worker *w = ctx;
-    doc_list l = {.principal = who->id};
-    policy_set *set = NULL;
-    if (registry_policies_for(w->reg, who->id, collect_doc, &l) != REGISTRY_OK)
-        l.failed = true;
-    if (!l.failed) {
-        codec_bytes id = {(const uint8_t *)who->id, strlen(who->id)};
-        policy_vars vars = {.device = who->kind == BROKER_DEVICE ? id : (codec_bytes){0},
-                            .service = who->kind == BROKER_SERVICE ? id : (codec_bytes){0}};
-        if (policy_set_build((const policy_doc *const *)l.docs, l.n, &vars, &set) != POLICY_OK)
-            set = NULL;
-    }
-    for (size_t i = 0; i < l.n; i++)
-        policy_doc_free(l.docs[i]);
-    return set; /* NULL: the broker denies everything */
+    return hub_policies_for(w->reg, who); /* NULL: the broker denies everything */
 }
 
 static bool identity_active(hub_worker *w, const uint8_t fp[32], registry_identity *who)
@@ -122,6 +84,7 @@ int verify_cb(int ok, X509_STORE_CTX *store)
         int e = X509_STORE_CTX_get_error(store);
         log_msg(LOG_WARN, NULL, "%s: client certificate refused: %s", c->peer,
                 X509_verify_cert_error_string(e));
+        c->refusal = "certificate";
         return 0;
     }
     if (X509_STORE_CTX_get_error_depth(store) != 0)
@@ -133,12 +96,14 @@ int verify_cb(int ok, X509_STORE_CTX *store)
     registry_identity who;
     if (registry_lookup_cert(c->w->reg, c->fp, &who) != REGISTRY_OK) {
         log_msg(LOG_WARN, NULL, "%s: certificate not registered with this hub: refused", c->peer);
+        c->refusal = "unregistered";
         X509_STORE_CTX_set_error(store, X509_V_ERR_CERT_REJECTED);
         return 0;
     }
     if (!registry_identity_active(&who, (int64_t)time(NULL))) {
         log_msg(LOG_WARN, who.id, "%s: identity %s (certificate %s): refused", c->peer,
                 registry_principal_status_name(who.status), who.cert_revoked ? "revoked" : "valid");
+        c->refusal = "revoked";
         X509_STORE_CTX_set_error(store, X509_V_ERR_CERT_REVOKED);
         return 0;
     }
@@ -218,9 +183,43 @@ static void conn_release(hub_server *hub, hub_conn *c)
     free(c);
 }
 
+/* Activity for the monitor's liveness and rate watch: the packets the
+ * broker took from this device since last time, reported at most once a
+ * second per connection (monitor_tap), or all of them when it closes. */
+static void note_activity(hub_conn *c, bool closing)
+{
+    monitor *m = c->w->hub->mon;
+    if (!m || !c->bc || c->who.kind != BROKER_DEVICE)
+        return;
+    uint64_t now = broker_conn_packets(c->bc);
+    uint64_t fresh = now - c->packets;
+    c->packets = now;
+    uint32_t n;
+    if (closing) {
+        uint64_t all = fresh + monitor_tap_flush(&c->tap);
+        n = all > UINT32_MAX ? UINT32_MAX : (uint32_t)all;
+    } else {
+        if (fresh == 0)
+            return;
+        /* monitor_tap_count counts one: add the rest first. */
+        uint64_t pending = (uint64_t)c->tap.pending + fresh - 1;
+        c->tap.pending = pending > UINT32_MAX - 1 ? UINT32_MAX - 1 : (uint32_t)pending;
+        n = monitor_tap_count(&c->tap, (int64_t)hub_now_ms(), 1000);
+    }
+    if (n)
+        monitor_device_activity(m, c->who.id, n);
+}
+
 static void conn_free(hub_conn *c)
 {
     hub_worker *w = c->w;
+    if (c->bc && c->who.kind == BROKER_DEVICE && broker_conn_has_session(c->bc) && w->hub->mon) {
+        note_activity(c, true);
+        /* A hub that is stopping closes everyone: that is not the devices'
+         * news. A session taken over by a new connection is not gone. */
+        if (!w->stopping)
+            monitor_device_disconnected(w->hub->mon, c->who.id, broker_conn_clean(c->bc));
+    }
     if (c->bc)
         broker_conn_gone(w->broker, c->bc, hub_now_ms());
     conn_unlink(c);
@@ -318,6 +317,7 @@ static void read_conn(hub_conn *c)
         if (n == 0)
             return;
         broker_input(c->w->broker, c->bc, data, (size_t)n, hub_now_ms());
+        note_activity(c, false);
     }
     /* More may be buffered inside OpenSSL (decrypted, or records read ahead
      * and not yet decrypted): come back next pass. */
@@ -469,6 +469,8 @@ static void do_handshake(hub_conn *c)
     char why[256];
     log_msg(LOG_WARN, c->identified ? c->who.id : NULL, "%s: TLS handshake failed: %s", c->peer,
             tls_error_text(why, sizeof(why)));
+    hub_note_refusal(c->w->hub, MONITOR_REFUSED_HANDSHAKE, c->addr, c->identified ? &c->who : NULL,
+                     c->refusal ? c->refusal : "tls", (codec_bytes){0});
     linger_close(c);
 }
 
@@ -496,15 +498,18 @@ static void on_handshake_timeout(evutil_socket_t fd, short what, void *arg)
 {
     hub_conn *c = arg;
     (void)fd, (void)what;
-    if (!c->lingering)
+    if (!c->lingering) {
         log_msg(LOG_WARN, NULL, "%s: no TLS handshake within %u s: dropped", c->peer,
                 c->w->cfg.handshake_timeout_s);
+        hub_note_refusal(c->w->hub, MONITOR_REFUSED_HANDSHAKE, c->addr, NULL, "timeout",
+                         (codec_bytes){0});
+    }
     queue_close(c);
 }
 
 /* Per-address limits: connections held, and handshakes per second (a token
  * bucket with one second of burst). Called with hub->ips_mu held. */
-static ip_entry *admit_address(hub_worker *w, const char *addr)
+static ip_entry *admit_address(hub_worker *w, const char *addr, const char **refusal)
 {
     hmap *ips = &w->hub->ips;
     ip_entry *ip = hmap_get(ips, (const uint8_t *)addr, strlen(addr));
@@ -529,11 +534,13 @@ static ip_entry *admit_address(hub_worker *w, const char *addr)
     }
     if (ip->conns >= w->cfg.max_connections_per_ip) {
         log_msg(LOG_WARN, NULL, "%s: %zu connections from this address: refused", addr, ip->conns);
+        *refusal = "connections";
         return NULL;
     }
     if (ip->tokens < 1.0) {
         log_msg(LOG_WARN, NULL, "%s: more than %u handshakes per second: refused", addr,
                 w->cfg.handshakes_per_second_per_ip);
+        *refusal = "rate";
         return NULL;
     }
     ip->tokens -= 1.0;
@@ -586,10 +593,13 @@ static void accept_common(hub_worker *w, evutil_socket_t fd, struct sockaddr *sa
         close(fd);
         return;
     }
+    const char *refusal = NULL;
     pthread_mutex_lock(&hub->ips_mu);
-    ip_entry *ip = admit_address(w, addr);
+    ip_entry *ip = admit_address(w, addr, &refusal);
     pthread_mutex_unlock(&hub->ips_mu);
     if (!ip) {
+        if (refusal)
+            hub_note_refusal(hub, MONITOR_REFUSED_HANDSHAKE, addr, NULL, refusal, (codec_bytes){0});
         close(fd);
         return;
     }
@@ -603,6 +613,7 @@ static void accept_common(hub_worker *w, evutil_socket_t fd, struct sockaddr *sa
     }
     c->fd = fd;
     c->ip = ip;
+    snprintf(c->addr, sizeof(c->addr), "%s", addr);
     atomic_fetch_add(&hub->nconns, 1);
     conn_link(w, c);
     snprintf(c->peer, sizeof(c->peer), "%s:%u", addr, port);
@@ -667,10 +678,11 @@ static void on_accept_error(struct evconnlistener *l, void *arg)
 /* ---- other workers --------------------------------------------------------- */
 
 /* broker_relay.forward: copy a message into the outboxes of the others. */
-static void relay_forward(void *ctx, const broker_fwd *f)
+static bool relay_forward(void *ctx, const broker_fwd *f)
 {
     hub_worker *w = ctx;
     hub_server *hub = w->hub;
+    bool wait = false;
     for (unsigned k = 0; k < hub->nworkers; k++) {
         if (k == w->index)
             continue;
@@ -686,8 +698,10 @@ static void relay_forward(void *ctx, const broker_fwd *f)
             goto lost;
         /* QoS 1/2 copies and retained changes may be stored there: our
          * acknowledgements of this pass wait for its ticket. */
-        if ((flags & BROKER_FWD_ROUTE && f->qos > 0) || (flags & BROKER_FWD_RETAIN_STORE))
+        if ((flags & BROKER_FWD_ROUTE && f->qos > 0) || (flags & BROKER_FWD_RETAIN_STORE)) {
             w->ticket_from |= (uint64_t)1 << k;
+            wait = true;
+        }
         continue;
     lost:
         log_msg(LOG_ERROR, NULL, "out of memory: a message did not reach worker %u", k);
@@ -702,11 +716,14 @@ static void relay_forward(void *ctx, const broker_fwd *f)
             /* Not stored: the pass must not be acknowledged. */
             log_msg(LOG_ERROR, f->from->id, "out of memory: a reading was not stored");
             w->ingest_lost = true;
-            return;
+            return true;
         }
-        if (f->qos > 0)
+        if (f->qos > 0) {
             w->ingest_ticket = true;
+            wait = true;
+        }
     }
+    return wait;
 }
 
 static uint8_t relay_check_publish(void *ctx, const broker_principal *who, codec_bytes topic,
@@ -927,6 +944,18 @@ static void arm_tick(hub_worker *w)
     evtimer_add(w->tick_ev, &tv);
 }
 
+static void store_health(hub_worker *w, bool ok)
+{
+    char detail[CONFIG_PATH_MAX + 64] = "";
+    if (!ok) {
+        char path[CONFIG_PATH_MAX + 32];
+        store_split_path(path, sizeof(path), w->cfg.data_dir, w->index);
+        snprintf(detail, sizeof(detail), "broker store (%s): commit failed",
+                 strrchr(path, '/') ? strrchr(path, '/') + 1 : path);
+    }
+    hub_store_state(w->hub, (int)w->index, ok, detail);
+}
+
 /* The end of a loop pass: group commit, then output, then closes. */
 static void pass_end(hub_worker *w)
 {
@@ -936,7 +965,10 @@ static void pass_end(hub_worker *w)
     unsigned round;
     for (round = 0; round < 8; round++) {
         uint64_t pass = broker_pass(w->broker);
+        bool wrote = broker_store_touched(w->broker);
         bool ok = broker_commit(w->broker);
+        if (wrote)
+            store_health(w, ok);
         relay_pass_end(w, pass, ok);
         size_t n = broker_dirty(w->broker, &list);
         for (size_t i = 0; i < n; i++)
@@ -1053,6 +1085,8 @@ void hub_reload(hub_worker *w0)
         log_msg(LOG_WARN, NULL, "SIGHUP: [hub] listen changed: takes effect at restart");
     if (fresh.workers != hub->cfg.workers)
         log_msg(LOG_WARN, NULL, "SIGHUP: [hub] workers changed: takes effect at restart");
+    if (memcmp(&fresh.monitor, &hub->cfg.monitor, sizeof(fresh.monitor)) != 0)
+        log_msg(LOG_WARN, NULL, "SIGHUP: [monitor] or [alerts] changed: takes effect at restart");
     if (!hub->opts.log_format_override)
         log_set_json(fresh.log_json);
     for (unsigned k = 1; k < hub->nworkers; k++) {
@@ -1090,7 +1124,9 @@ static void begin_stop(hub_worker *w)
 static void broker_log_cb(void *ctx, broker_event ev, const broker_principal *who,
                           const char *detail)
 {
-    (void)ctx;
+    hub_worker *w = ctx;
+    if (ev == BROKER_EV_CONNECTED && who && who->kind == BROKER_DEVICE && w->hub->mon)
+        monitor_device_connected(w->hub->mon, who->id);
     log_level level = LOG_INFO;
     switch (ev) {
     case BROKER_EV_REFUSED_CONNECT:
@@ -1107,6 +1143,66 @@ static void broker_log_cb(void *ctx, broker_event ev, const broker_principal *wh
         break;
     }
     log_msg(level, who ? who->id : NULL, "%s", detail);
+}
+
+static void broker_refused_cb(void *ctx, const broker_refusal *r)
+{
+    hub_worker *w = ctx;
+    hub_conn *c = r->io;
+    monitor_refusal what = r->ev == BROKER_EV_REFUSED_CONNECT   ? MONITOR_REFUSED_CONNECT
+                           : r->ev == BROKER_EV_REFUSED_PUBLISH ? MONITOR_REFUSED_PUBLISH
+                                                                : MONITOR_REFUSED_SUBSCRIBE;
+    hub_note_refusal(w->hub, what, c ? c->addr : NULL, r->who, r->reason, r->topic);
+}
+
+/* PUBLISHes to "$" topics: the hub answers $moat/telemetry/query itself
+ * (query.h); the rest are routed as usual. */
+static int request_cb(void *ctx, const broker_request *r)
+{
+    hub_worker *w = ctx;
+    static const char topic[] = QUERY_TOPIC;
+    if (r->topic.len != sizeof(topic) - 1 || memcmp(r->topic.ptr, topic, r->topic.len) != 0)
+        return BROKER_REQUEST_PASS;
+    if (r->who->kind != BROKER_SERVICE)
+        return 0x87; /* devices read nothing of other devices, nor their own history */
+    /* An answer needs somewhere to go: MQTT 5 with a Response Topic that is
+     * a topic name (no wildcards). */
+    if (!r->props || !CODEC_HAS(r->props, CODEC_PROP_RESPONSE_TOPIC) ||
+        codec_topic_name_check(r->props->response_topic) != CODEC_OK)
+        return 0x83;
+    codec_bytes corr = CODEC_HAS(r->props, CODEC_PROP_CORRELATION_DATA) ? r->props->correlation_data
+                                                                        : (codec_bytes){0};
+    const char *refusal = NULL;
+    if (!w->hub->query)
+        refusal = "unavailable";
+    else if (r->payload.len > QUERY_REQUEST_MAX)
+        refusal = "bad_request";
+    else {
+        query_request q = {.worker = w->index,
+                           .who = r->who,
+                           .client_id = r->client_id,
+                           .response_topic = r->props->response_topic,
+                           .correlation = corr,
+                           .payload = r->payload};
+        if (!query_submit(w->hub->query, &q))
+            refusal = "busy";
+    }
+    if (refusal) {
+        /* Answered here, through this worker's own inbox (next pass). */
+        char *text = query_error_json(
+            refusal, !strcmp(refusal, "busy")          ? "too many queries waiting; try again"
+                     : !strcmp(refusal, "bad_request") ? "the request is larger than 4096 bytes"
+                                                       : "this hub does not store telemetry");
+        hub_message m = {.topic = r->props->response_topic,
+                         .payload = {(const uint8_t *)text, text ? strlen(text) : 0},
+                         .qos = 1,
+                         .correlation = corr,
+                         .to = r->client_id};
+        if (text)
+            (void)hub_post(w->hub, (int)w->index, &m);
+        free(text);
+    }
+    return BROKER_REQUEST_TAKEN;
 }
 
 static struct evconnlistener *listen_on(hub_worker *w, const char *host, uint16_t port,
@@ -1198,9 +1294,13 @@ bool worker_init(hub_worker *w, hub_server *hub, unsigned index, char *err, size
     broker_config bc = {.limits = cfg->limits,
                         .store = w->store,
                         .log = broker_log_cb,
+                        .log_ctx = w,
                         .policies_for = policies_for,
                         .policies_ctx = w,
-                        .relay = relayed ? &w->relay : NULL};
+                        .relay = relayed ? &w->relay : NULL,
+                        .refused = broker_refused_cb,
+                        .request = request_cb,
+                        .request_ctx = w};
     w->broker = broker_new(&bc, hub_now_ms());
     if (!w->broker) {
         snprintf(err, errlen, "cannot load the broker's state from %s", path);

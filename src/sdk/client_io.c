@@ -215,9 +215,9 @@ static moat_status drain_rx(moat_client *c, unsigned *budget)
         if (cs != CODEC_OK)
             return MOAT_ERR_PROTOCOL; /* malformed */
         codec_packet p;
-        codec_decode_opts o = {
-            .version = c->version, .sender = CODEC_FROM_SERVER, .max_packet = c->rx_cap};
-        cs = codec_decode_body(&f, c->rx_buf + f.header_len, &o, &p);
+        /* The client-side entry: a device links no decoder of the packets
+         * only clients send (CONNECT, SUBSCRIBE...). */
+        cs = codec_decode_body_from_server(&f, c->rx_buf + f.header_len, c->version, &p);
         if (cs != CODEC_OK)
             return MOAT_ERR_PROTOCOL;
         moat_status st = dispatch(c, &p);

@@ -38,13 +38,37 @@ bool moat_shaper_due(moat_shaper *s, uint64_t now_ms)
     return now_ms >= s->next_ms;
 }
 
+/* n / d and n % d for a 32-bit divisor by binary long division. A
+ * Cortex-M has a 32-bit divider only: the C operators on uint64_t would pull
+ * in the compiler's 64-bit division (about 750 bytes of libgcc) for two
+ * divisions per slot (docs/sdk-footprint.md). r < d < 2^32 keeps r << 1 in
+ * range. */
+static uint64_t div_u64_u32(uint64_t n, uint32_t d, uint64_t *rem)
+{
+    uint64_t q = 0, r = 0;
+    for (int bit = 63; bit >= 0; bit--) {
+        r = r << 1 | ((n >> bit) & 1u);
+        q <<= 1;
+        if (r >= d) {
+            r -= d;
+            q |= 1u;
+        }
+    }
+    *rem = r;
+    return q;
+}
+
 void moat_shaper_sent(moat_shaper *s, uint64_t now_ms)
 {
     if (!moat_shaper_due(s, now_ms))
         return; /* no slot was due: nothing to consume */
+    /* interval_ms came in as a uint32_t (moat_shaper_init). */
+    uint32_t iv = (uint32_t)s->interval_ms;
+    uint64_t phase = 0, unused = 0;
+    (void)div_u64_u32(now_ms - s->start_ms, iv, &phase);
     /* The first grid point strictly after now. */
-    uint64_t next = now_ms - (now_ms - s->start_ms) % s->interval_ms + s->interval_ms;
-    s->skipped += (next - s->next_ms) / s->interval_ms - 1;
+    uint64_t next = now_ms - phase + iv;
+    s->skipped += div_u64_u32(next - s->next_ms, iv, &unused) - 1;
     s->next_ms = next;
     s->sent++;
 }

@@ -28,6 +28,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include "tsq.h"
@@ -963,16 +964,26 @@ tstore_status tstore_sqlite_open(const char *dir, int flags, tstore **out, char 
         goto out;
     }
     /* Created here, 0600 from the start (SQLite gives -wal and -shm the
-     * same mode); without CREATE a missing file is reported, not made. */
-    int fd =
-        open(s->path_db,
-             O_RDWR | O_CLOEXEC | O_NOFOLLOW | ((flags & TSTORE_OPEN_CREATE) ? O_CREAT : 0), 0600);
-    if (fd < 0) {
-        st = tsq_fail(s, errno == ENOENT ? TSTORE_NOT_FOUND : TSTORE_IO, "%s: %s", s->path_db,
-                      strerror(errno));
-        goto out;
+     * same mode); without CREATE a missing file is reported, not made. An
+     * existing file is never open()ed and close()d here: closing any
+     * descriptor of it would drop the POSIX locks another handle of this
+     * process holds on it (a second handle in moatd would let an outside
+     * sqlite3 delete the WAL under the running writer). */
+    struct stat sb;
+    if (lstat(s->path_db, &sb) != 0) {
+        if (errno != ENOENT || !(flags & TSTORE_OPEN_CREATE)) {
+            st = tsq_fail(s, errno == ENOENT ? TSTORE_NOT_FOUND : TSTORE_IO, "%s: %s", s->path_db,
+                          strerror(errno));
+            goto out;
+        }
+        int fd = open(s->path_db, O_RDWR | O_CLOEXEC | O_NOFOLLOW | O_CREAT | O_EXCL, 0600);
+        if (fd < 0 && errno != EEXIST) {
+            st = tsq_fail(s, TSTORE_IO, "%s: %s", s->path_db, strerror(errno));
+            goto out;
+        }
+        if (fd >= 0)
+            (void)close(fd); /* new: no lock of ours can be on it yet */
     }
-    (void)close(fd);
     int rc =
         sqlite3_open_v2(s->path_db, &s->db,
                         SQLITE_OPEN_READWRITE | SQLITE_OPEN_NOMUTEX | SQLITE_OPEN_NOFOLLOW, NULL);

@@ -188,6 +188,11 @@ class Recorder:
             time.sleep(0.05)
         raise AssertionError(f"{len(set(self.seqs(stream)))} of {n} readings arrived")
 
+    def snapshot(self):
+        """The readings so far: a list of (topic, stream, seq, payload)."""
+        with self._lock:
+            return list(self.readings)
+
     def messages_on(self, topic):
         with self._lock:
             return [p for t, p in self.raw if t == topic]
@@ -209,8 +214,10 @@ def first_appearances(seqs):
 
 class Forwarder:
     """A TCP forwarder listen_host:port -> 127.0.0.1:target that also parses
-    the TLS record headers flowing from the client, so a test can check the
-    record sizes the client produced."""
+    the TLS record headers flowing both ways, so a test can check the record
+    sizes the client produced and, with timed(), when each record passed
+    (time.monotonic() when its last byte arrived: what an observer on the
+    path sees)."""
 
     def __init__(self, listen_host, target_port):
         self.sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
@@ -220,6 +227,7 @@ class Forwarder:
         self.port = self.sock.getsockname()[1]
         self.target = target_port
         self.client_records = []  # (content type, length)
+        self.timed_records = {"client": [], "server": []}  # (time, content type, length)
         self._stop = False
         self._lock = threading.Lock()
         self._thread = threading.Thread(target=self._run, daemon=True)
@@ -240,7 +248,7 @@ class Forwarder:
         except OSError:
             c.close()
             return
-        pending = b""
+        pending = {"client": b"", "server": b""}
         socks = [c, u]
         try:
             while not self._stop:
@@ -249,18 +257,20 @@ class Forwarder:
                     data = s.recv(65536)
                     if not data:
                         return
-                    if s is c:
-                        pending += data
-                        while len(pending) >= 5:
-                            typ, _ver, length = struct.unpack(">BHH", pending[:5])
-                            if len(pending) < 5 + length:
-                                break
-                            with self._lock:
+                    now = time.monotonic()
+                    side = "client" if s is c else "server"
+                    buf = pending[side] + data
+                    while len(buf) >= 5:
+                        typ, _ver, length = struct.unpack(">BHH", buf[:5])
+                        if len(buf) < 5 + length:
+                            break
+                        with self._lock:
+                            if side == "client":
                                 self.client_records.append((typ, length))
-                            pending = pending[5 + length:]
-                        u.sendall(data)
-                    else:
-                        c.sendall(data)
+                            self.timed_records[side].append((now, typ, length))
+                        buf = buf[5 + length:]
+                    pending[side] = buf
+                    (u if s is c else c).sendall(data)
         except OSError:
             return
         finally:
@@ -270,6 +280,12 @@ class Forwarder:
     def records(self):
         with self._lock:
             return list(self.client_records)
+
+    def timed(self, side="client"):
+        """[(time, content type, length)] of the records from "client" or
+        "server", in the order they passed."""
+        with self._lock:
+            return list(self.timed_records[side])
 
     def close(self):
         self._stop = True

@@ -13,6 +13,7 @@ import hashlib
 import json
 import os
 import re
+import shutil
 import sqlite3
 import stat
 import subprocess
@@ -22,7 +23,7 @@ from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
-from conftest import program
+from conftest import ROOT, program
 
 ID_RE = re.compile(r"^[a-z2-7]{26}$")
 DATA_FILES = {
@@ -414,8 +415,10 @@ def test_policy_add_refuses_bad_document_with_line_number(hub, tmp_path):
 @pytest.mark.parametrize("group,commands", [
     (None, ["init", "device", "service", "group", "policy"]),
     ("init", ["--host", "--ip"]),
-    ("device", ["add", "enroll", "list", "show", "disable", "enable", "revoke", "delete"]),
-    ("service", ["add", "enroll", "list", "show", "disable", "enable", "revoke", "delete"]),
+    ("device", ["add", "enroll", "renew", "list", "show", "disable", "enable", "revoke", "delete",
+                "--revoke-old"]),
+    ("service", ["add", "enroll", "renew", "list", "show", "disable", "enable", "revoke", "delete",
+                 "--revoke-old"]),
     ("group", ["add", "list", "delete", "attach", "detach", "add-member", "remove-member"]),
     ("policy", ["add", "show", "list", "delete"]),
 ])
@@ -448,3 +451,124 @@ def test_ca_key_readable_by_others_is_refused(hub, tmp_path):
     r = moatctl("device", "add", "--out", tmp_path / "out", data=hub, check=1)
     assert b"chmod 600" in r.stderr
     assert db_rows(hub, "SELECT count(*) FROM principals") == [(0,)]
+
+
+# ---- the man page: docs/man/moatctl.1 must keep up with the program ------------
+
+MAN_PAGE = os.path.join(ROOT, "docs", "man", "moatctl.1")
+WORD = r"(?<![\w-]){}(?![\w-])"
+
+
+def _help(*args):
+    return moatctl(*args, check=0).stdout.decode()
+
+
+def _section(text, title):
+    """The lines of a help page's section (between its title and the next)."""
+    m = re.search(rf"^{title}\n(.*?)(?=^\S|\Z)", text, re.S | re.M)
+    return m.group(1).splitlines() if m else []
+
+
+def help_inventory():
+    """What `moatctl --help` and each `moatctl help CMD` name: {command:
+    (subcommands, long options)}."""
+    main = _help("--help")
+    commands = [ln.split()[0] for ln in _section(main, "COMMANDS")
+                if re.match(r"^    [a-z]", ln)]
+    inv = {c: (set(), set()) for c in commands}
+    # The overview's synopsis: `moatctl device  add|enroll|...`, continued
+    # on indented lines.
+    current = None
+    for ln in _section(main, "SYNOPSIS"):
+        words = ln.split()
+        if words and words[0] == "moatctl" and len(words) > 2 and words[1] in inv:
+            current, rest = words[1], words[2]
+        elif current and words and not words[0].startswith("moatctl"):
+            rest = words[0]
+        else:
+            current = None
+            continue
+        inv[current][0].update(w for w in rest.strip("[]").split("|")
+                               if re.fullmatch(r"[a-z][a-z-]*", w))
+    for c in commands:
+        if c == "help":
+            continue
+        page = _help("help", c)
+        for ln in _section(page, "SYNOPSIS"):
+            words = ln.split()
+            if len(words) > 2 and words[:2] == ["moatctl", c]:
+                inv[c][0].update(w for w in words[2].strip("[]").split("|")
+                                 if re.fullmatch(r"[a-z][a-z-]*", w))
+        inv[c][1].update(re.findall(r"(?<![\w-])--[a-z][a-z-]*[a-z]", page))
+    inv.setdefault("help", (set(), set()))
+    inv["(global)"] = (set(), set(re.findall(r"(?<![\w-])--[a-z][a-z-]*[a-z]", main)))
+    return inv
+
+
+def man_words(roff):
+    """The page as a reader sees its words: roff's escapes for '-', fonts
+    and zero-width marks undone."""
+    text = re.sub(r"\\f[BIRP]", "", roff)
+    for esc, plain in (("\\-", "-"), ("\\%", ""), ("\\&", ""), ("\\e", "\\")):
+        text = text.replace(esc, plain)
+    return text
+
+
+def man_missing(roff, inv):
+    """What the help names and the page does not: each command has a
+    subsection (.SS) naming all its subcommands and options; --dir, --help
+    and the global options appear somewhere."""
+    text = man_words(roff)
+    sections = dict(re.findall(r"^\.SS (\S+)\n(.*?)(?=^\.S[SH] |\Z)", text, re.S | re.M))
+    synopsis = re.search(r"^\.SH SYNOPSIS\n(.*?)^\.SH ", text, re.S | re.M).group(1)
+    missing = []
+    for cmd, (subs, opts) in inv.items():
+        if cmd == "(global)":
+            missing += [o for o in opts if not re.search(WORD.format(re.escape(o)), text)]
+            continue
+        if cmd not in sections:
+            missing.append(f".SS {cmd}")
+            continue
+        if not re.search(r"moatctl\s+" + re.escape(cmd) + r"\b", synopsis):
+            missing.append(f"SYNOPSIS: moatctl {cmd}")
+        for w in sorted(subs | (opts - {"--dir", "--help"})):
+            if not re.search(WORD.format(re.escape(w)), sections[cmd]):
+                missing.append(f"{cmd}: {w}")
+        for o in opts & {"--dir", "--help"}:
+            if not re.search(WORD.format(re.escape(o)), text):
+                missing.append(o)
+    return missing
+
+
+def test_man_page_names_every_command_and_option():
+    roff = open(MAN_PAGE, encoding="ascii").read()  # ASCII: no preconv needed
+    inv = help_inventory()
+    # The inventory itself is real: it found the commands and their parts.
+    assert {"init", "device", "service", "group", "policy", "telemetry", "key", "command",
+            "audit", "alerts", "help"} <= set(inv)
+    assert {"renew", "enroll", "revoke"} <= inv["device"][0]
+    assert {"--revoke-old", "--csr"} <= inv["service"][1]
+    assert {"purge", "stats"} <= inv["telemetry"][0] and "--newest-first" in inv["telemetry"][1]
+    assert man_missing(roff, inv) == []
+    for section in ("NAME", "SYNOPSIS", "DESCRIPTION", "COMMANDS", "FILES", "EXIT STATUS",
+                    "EXAMPLES", "SEE ALSO"):
+        assert re.search(rf"^\.SH {section}$", roff, re.M), section
+    # The check notices a page that fell behind.
+    behind = roff.replace("\\-\\-revoke\\-old", "\\-\\-keep").replace(".SS alerts", ".SS other")
+    assert {"device: --revoke-old", "service: --revoke-old", ".SS alerts"} <= \
+        set(man_missing(behind, inv))
+
+
+def test_man_page_formats_without_warnings(tmp_path):
+    if not shutil.which("groff"):
+        pytest.fail("groff is not installed (Debian groff-base); run scripts/bootstrap")
+    r = subprocess.run(["groff", "-man", "-ww", "-Tutf8", MAN_PAGE], capture_output=True,
+                       text=True, timeout=60)
+    assert r.returncode == 0 and r.stderr == "", r.stderr
+    assert "moatctl device renew" in re.sub(r".\x08", "", r.stdout)
+    # The linter is seen to complain about a broken page.
+    bad = tmp_path / "bad.1"
+    bad.write_text(open(MAN_PAGE).read() + ".BX no such macro\n")
+    r = subprocess.run(["groff", "-man", "-ww", "-z", "-Tutf8", str(bad)], capture_output=True,
+                       text=True, timeout=60)
+    assert "warning" in r.stderr

@@ -16,6 +16,8 @@
  *     codec_decode_body, where the body is first copied into a heap block of
  *     exactly its size, so that a read past the body (which in the stream
  *     would land silently in the next packet) is an AddressSanitizer report;
+ *   - for server bytes, codec_decode_body_from_server (what a device links)
+ *     gives the same status as codec_decode_body on that exact-size body;
  *   - both decoded packets are walked completely (fuzz_walk_packet): every
  *     property of every block including the will properties through
  *     codec_props_next, every SUBSCRIBE / UNSUBSCRIBE entry through
@@ -91,6 +93,13 @@ static codec_status decode_in_pieces(const uint8_t *buf, size_t len, const codec
     memcpy(body, buf + f.header_len, f.remaining_len);
     codec_packet pkt;
     st = codec_decode_body(&f, body, o, &pkt);
+    if (o->sender == CODEC_FROM_SERVER) {
+        /* The client's entry (the SDK's) answers the same, and decodes the
+         * same packet type; test_codec_from_server compares every field. */
+        codec_packet alt;
+        FUZZ_CHECK(codec_decode_body_from_server(&f, body, o->version, &alt) == st);
+        FUZZ_CHECK(st != CODEC_OK || alt.type == pkt.type);
+    }
     if (st == CODEC_OK) {
         FUZZ_CHECK(pkt.type == f.type);
         codec_bytes region = {body, f.remaining_len};

@@ -120,6 +120,48 @@ static void test_stall_skips_without_burst(void **state)
     assert_int_equal(moat_shaper_skipped(&s), 17);
 }
 
+/* The schedule's arithmetic (a long division of its own, so that a
+ * Cortex-M links no 64-bit division) agrees with the C operators on clocks
+ * far from zero, intervals up to UINT32_MAX and stalls of any length. */
+static void test_grid_arithmetic_large_values(void **state)
+{
+    (void)state;
+    srand(1234);
+    for (int round = 0; round < 20000; round++) {
+        uint64_t r1 = (uint64_t)rand() << 33 ^ (uint64_t)rand() << 11 ^ (uint64_t)rand();
+        uint64_t r2 = (uint64_t)rand() << 31 ^ (uint64_t)rand();
+        uint32_t iv;
+        switch (round % 4) {
+        case 0:
+            iv = 1u + (uint32_t)rand() % 1000u;
+            break;
+        case 1:
+            iv = UINT32_MAX - (uint32_t)rand() % 3u;
+            break;
+        case 2:
+            iv = (uint32_t)rand() | 1u;
+            break;
+        default:
+            iv = 1u << (rand() % 32);
+            break;
+        }
+        uint64_t start = r1 >> (1 + rand() % 40); /* below 2^63 */
+        moat_shaper s;
+        assert_int_equal(moat_shaper_init(&s, iv, 128, true), MOAT_OK);
+        moat_shaper_start(&s, start);
+        /* A stall: from a few ms to about 2^62 ms, well past 32 bits. */
+        uint64_t stall = round % 2 ? r2 >> (rand() % 31) : r2 << (rand() % 31);
+        if (stall > UINT64_MAX / 4)
+            stall = UINT64_MAX / 4;
+        uint64_t now = start + stall;
+        assert_true(moat_shaper_due(&s, now));
+        moat_shaper_sent(&s, now);
+        uint64_t want_next = now - (now - start) % iv + iv;
+        assert_int_equal(moat_shaper_next_ms(&s), want_next);
+        assert_int_equal(moat_shaper_skipped(&s), (want_next - start) / iv - 1);
+    }
+}
+
 /* ---- building slots from a queue ---------------------------------------- */
 
 struct fake_queue {
@@ -336,6 +378,7 @@ int main(void)
         cmocka_unit_test(test_due_once_per_interval),
         cmocka_unit_test(test_no_drift_with_late_polls),
         cmocka_unit_test(test_stall_skips_without_burst),
+        cmocka_unit_test(test_grid_arithmetic_large_values),
         cmocka_unit_test(test_build_sizes),
         cmocka_unit_test(test_build_cover_off),
         cmocka_unit_test(test_build_oversize_and_corrupt),
