@@ -182,6 +182,15 @@ moat_status moat_linux_enroll_install(const char *cert_in, const char *key_path,
 moat_status moat_linux_cert_device_id(const char *cert_path, char *id, size_t cap, char *err,
                                       size_t errlen);
 
+/* ---------------------------------------------------------------- arguments */
+
+/* "HOST:PORT" or "[V6ADDR]:PORT" into host (NUL-terminated, cap bytes) and
+ * *port (1..65535). False for anything else. */
+bool moat_linux_parse_endpoint(const char *s, char *host, size_t cap, uint16_t *port);
+
+/* A trusted command key as 64 hex digits (`moatctl command keygen`). */
+bool moat_linux_parse_key_hex(const char *s, uint8_t out[32]);
+
 #ifdef __cplusplus
 }
 #endif

@@ -150,48 +150,13 @@ static bool parse_ulong(const char *s, unsigned long lo, unsigned long hi, unsig
     return true;
 }
 
-static int hexval(char c)
-{
-    if (c >= '0' && c <= '9')
-        return c - '0';
-    if (c >= 'a' && c <= 'f')
-        return c - 'a' + 10;
-    if (c >= 'A' && c <= 'F')
-        return c - 'A' + 10;
-    return -1;
-}
-
-static bool parse_key(const char *s, uint8_t out[32])
-{
-    if (strlen(s) != 64)
-        return false;
-    for (size_t i = 0; i < 32; i++) {
-        int hi = hexval(s[2 * i]), lo = hexval(s[2 * i + 1]);
-        if (hi < 0 || lo < 0)
-            return false;
-        out[i] = (uint8_t)(hi << 4 | lo);
-    }
-    return true;
-}
-
 static bool parse_hub(sim_opts *o, const char *s)
 {
-    const char *colon = strrchr(s, ':');
-    unsigned long port;
-    if (o->nhubs == MOAT_MAX_ENDPOINTS || !colon || colon == s ||
-        !parse_ulong(colon + 1, 1, 65535, &port))
+    if (o->nhubs == MOAT_MAX_ENDPOINTS ||
+        !moat_linux_parse_endpoint(s, o->hub_hosts[o->nhubs], sizeof(o->hub_hosts[0]),
+                                   &o->hubs[o->nhubs].port))
         return false;
-    size_t hl = (size_t)(colon - s);
-    if (s[0] == '[' && hl >= 2 && s[hl - 1] == ']') {
-        s++;
-        hl -= 2;
-    }
-    if (hl >= sizeof(o->hub_hosts[0]))
-        return false;
-    memcpy(o->hub_hosts[o->nhubs], s, hl);
-    o->hub_hosts[o->nhubs][hl] = '\0';
     o->hubs[o->nhubs].host = o->hub_hosts[o->nhubs];
-    o->hubs[o->nhubs].port = (uint16_t)port;
     o->nhubs++;
     return true;
 }
@@ -271,7 +236,7 @@ static int parse_options(int argc, char **argv, sim_opts *o)
             ok = parse_ulong(optarg, 0, 86400, &o->stats_s);
             break;
         case O_TRUST:
-            ok = o->ntrust < SIM_MAX_TRUST && parse_key(optarg, o->trust[o->ntrust]);
+            ok = o->ntrust < SIM_MAX_TRUST && moat_linux_parse_key_hex(optarg, o->trust[o->ntrust]);
             o->ntrust += ok;
             break;
         case O_SHAPER: {
