@@ -372,17 +372,20 @@ static codec_status prop_write_one(wr *w, const codec_prop *v, codec_prop_contex
 static codec_status props_body(wr *w, const codec_props *p, codec_prop_context ctx)
 {
     codec_status st;
-    for (unsigned id = 1; id <= CODEC_PROP_MAX_ID; id++) {
-        if (!CODEC_HAS(p, id))
-            continue;
+    if (p->present >> (CODEC_PROP_MAX_ID + 1) || (p->present & 1))
+        return CODEC_ERR_ARG; /* bits for identifiers that do not exist */
+    /* Most packets the hub writes carry no property at all: visit only the
+     * identifiers that are set, lowest first. */
+    for (uint64_t left = p->present; left != 0; left &= left - 1) {
+        unsigned id = (unsigned)__builtin_ctzll(left);
         if (id == CODEC_PROP_USER || id == CODEC_PROP_SUBSCRIPTION_ID)
             return CODEC_ERR_ARG; /* repeatable: given through raw or the lists */
         codec_prop v = prop_from_struct(p, id);
         if ((st = prop_write_one(w, &v, ctx)) != CODEC_OK)
             return st;
     }
-    if (p->present >> (CODEC_PROP_MAX_ID + 1) || (p->present & 1))
-        return CODEC_ERR_ARG; /* bits for identifiers that do not exist */
+    if (p->raw.len == 0 && p->user_len == 0 && p->sub_ids_len == 0)
+        return CODEC_OK;
 
     size_t pos = 0;
     codec_prop v;

@@ -30,14 +30,17 @@ bool buf_reserve(buf *b, size_t n)
     size_t need = b->len + n;
     if (b->start + need <= b->cap)
         return true;
-    if (need <= b->cap) {
+    /* Slide the held bytes down only when the consumed front is at least as
+     * large as they are (or the buffer cannot grow): otherwise a buffer kept
+     * nearly full would move all of its bytes on every append. */
+    if (need <= b->cap && (b->start >= b->len || b->cap >= b->max)) {
         memmove(b->data, b->data + b->start, b->len);
         b->start = 0;
         return true;
     }
     size_t cap = b->cap ? b->cap : BUF_MIN_CAP;
-    while (cap < need)
-        cap = cap > SIZE_MAX / 2 ? need : cap * 2;
+    while (cap < need || cap == b->cap)
+        cap = cap > SIZE_MAX / 2 ? (need > cap ? need : SIZE_MAX) : cap * 2;
     if (cap > b->max)
         cap = b->max;
     uint8_t *data = malloc(cap);
@@ -65,7 +68,7 @@ bool buf_append(buf *b, const void *src, size_t n)
 
 uint8_t *buf_tail(buf *b, size_t n)
 {
-    if (!buf_reserve(b, n))
+    if (!buf_reserve(b, n) || !b->data) /* no data: nothing was asked for */
         return NULL;
     return b->data + b->start + b->len;
 }

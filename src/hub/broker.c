@@ -156,7 +156,7 @@ void conn_close(broker *b, broker_conn *c, uint8_t reason, const char *why)
             (void)buf_append(&c->out, pkt, n);
     }
     if (why && reason >= 0x80)
-        broker_log(b, BROKER_EV_PROTOCOL_ERROR, &c->who, "closing connection: %s (0x%02x %s)", why,
+        broker_log(b, BROKER_EV_PROTOCOL_ERROR, c->who, "closing connection: %s (0x%02x %s)", why,
                    reason, codec_reason_name(reason));
     c->state = CONN_CLOSING;
     timer_disarm(&b->timers, &c->timer);
@@ -442,8 +442,7 @@ broker_conn *broker_conn_open(broker *b, const broker_principal *who, void *io, 
         return NULL;
     c->b = b;
     c->io = io;
-    c->who = *who;
-    c->who.id[sizeof(c->who.id) - 1] = '\0';
+    c->who = who;
     c->state = CONN_NEW;
     c->last_rx = now_ms;
     buf_init(&c->in, b->lim.max_packet_before_connect + INPUT_SLACK);
@@ -556,17 +555,53 @@ static void refuse_packet(broker *b, broker_conn *c, const codec_packet *p, code
         size_t n;
         if (version && codec_encode_connack(&ack, version, pkt, sizeof(pkt), &n) == CODEC_OK)
             (void)buf_append(&c->out, pkt, n);
-        broker_log(b, BROKER_EV_REFUSED_CONNECT, &c->who, "first packet refused: %s",
+        broker_log(b, BROKER_EV_REFUSED_CONNECT, c->who, "first packet refused: %s",
                    codec_status_name(st));
-        broker_refused(b, BROKER_EV_REFUSED_CONNECT, &c->who, c->io, (codec_bytes){0}, "protocol");
+        broker_refused(b, BROKER_EV_REFUSED_CONNECT, c->who, c->io, (codec_bytes){0}, "protocol");
         c->state = CONN_ACTIVE; /* so that conn_close does not add a DISCONNECT */
         c->version = 0;
     }
     conn_close(b, c, reason, codec_status_name(st));
 }
 
+/* Decode and dispatch the whole packets at the front of data; how many bytes
+ * they took. Stops at an incomplete packet, and when the connection closes. */
+static size_t input_packets(broker *b, broker_conn *c, const uint8_t *data, size_t len,
+                            uint64_t now_ms)
+{
+    size_t done = 0;
+    while (c->state != CONN_CLOSING && done < len) {
+        size_t limit =
+            c->state == CONN_NEW ? b->lim.max_packet_before_connect : b->lim.max_packet_size;
+        codec_decode_opts opts = {.version = c->state == CONN_NEW ? 0 : c->version,
+                                  .sender = CODEC_FROM_CLIENT,
+                                  .max_packet = limit};
+        codec_packet pkt;
+        size_t used;
+        codec_status st = codec_decode(data + done, len - done, &opts, &pkt, &used);
+        if (st == CODEC_NEED_MORE)
+            break;
+        if (st != CODEC_OK) {
+            refuse_packet(b, c, &pkt, st);
+            break;
+        }
+        c->last_rx = now_ms;
+        dispatch(b, c, &pkt, now_ms);
+        done += used;
+    }
+    return done;
+}
+
 void broker_input(broker *b, broker_conn *c, const uint8_t *data, size_t len, uint64_t now_ms)
 {
+    /* Nothing held back from earlier reads: the whole packets are handled
+     * where they lie, and only a trailing part-packet is copied to wait for
+     * the rest. Most reads hold whole packets and copy nothing. */
+    if (c->in.len == 0 && c->state != CONN_CLOSING) {
+        size_t used = input_packets(b, c, data, len, now_ms);
+        data += used;
+        len -= used;
+    }
     while (len > 0 && c->state != CONN_CLOSING) {
         size_t room = c->in.max - c->in.len;
         size_t n = len < room ? len : room;
@@ -576,26 +611,7 @@ void broker_input(broker *b, broker_conn *c, const uint8_t *data, size_t len, ui
         }
         data += n;
         len -= n;
-
-        while (c->state != CONN_CLOSING) {
-            size_t limit =
-                c->state == CONN_NEW ? b->lim.max_packet_before_connect : b->lim.max_packet_size;
-            codec_decode_opts opts = {.version = c->state == CONN_NEW ? 0 : c->version,
-                                      .sender = CODEC_FROM_CLIENT,
-                                      .max_packet = limit};
-            codec_packet pkt;
-            size_t used;
-            codec_status st = codec_decode(buf_ptr(&c->in), c->in.len, &opts, &pkt, &used);
-            if (st == CODEC_NEED_MORE)
-                break;
-            if (st != CODEC_OK) {
-                refuse_packet(b, c, &pkt, st);
-                break;
-            }
-            c->last_rx = now_ms;
-            dispatch(b, c, &pkt, now_ms);
-            buf_consume(&c->in, used);
-        }
+        buf_consume(&c->in, input_packets(b, c, buf_ptr(&c->in), c->in.len, now_ms));
     }
     if (c->in.len == 0)
         buf_shrink(&c->in);
@@ -697,7 +713,7 @@ void *broker_conn_io(const broker_conn *c)
 
 const broker_principal *broker_conn_principal(const broker_conn *c)
 {
-    return &c->who;
+    return c->who;
 }
 
 uint64_t broker_conn_packets(const broker_conn *c)
@@ -729,9 +745,9 @@ uint64_t broker_tick(broker *b, uint64_t now_ms)
         switch (t->kind) {
         case TIMER_CONNECT:
             conn_close(b, t->owner, 0, NULL);
-            broker_log(b, BROKER_EV_REFUSED_CONNECT, &((broker_conn *)t->owner)->who,
+            broker_log(b, BROKER_EV_REFUSED_CONNECT, ((broker_conn *)t->owner)->who,
                        "no CONNECT within %u ms", (unsigned)b->lim.connect_timeout_ms);
-            broker_refused(b, BROKER_EV_REFUSED_CONNECT, &((broker_conn *)t->owner)->who,
+            broker_refused(b, BROKER_EV_REFUSED_CONNECT, ((broker_conn *)t->owner)->who,
                            ((broker_conn *)t->owner)->io, (codec_bytes){0}, "timeout");
             break;
         case TIMER_KEEPALIVE: {
@@ -763,8 +779,8 @@ void broker_reauthorize(broker *b,
     for (broker_conn *c = b->conns; c; c = c->next) {
         if (c->state == CONN_CLOSING)
             continue;
-        if (!still_active(ctx, &c->who, c->io)) {
-            broker_log(b, BROKER_EV_DISCONNECTED, &c->who,
+        if (!still_active(ctx, c->who, c->io)) {
+            broker_log(b, BROKER_EV_DISCONNECTED, c->who,
                        "identity revoked or disabled: connection closed");
             conn_close(b, c, 0x98, NULL);
         }
@@ -799,7 +815,7 @@ void broker_set_limits(broker *b, const broker_limits *limits)
 void broker_close(broker *b, broker_conn *c, uint8_t reason, const char *why)
 {
     if (why)
-        broker_log(b, BROKER_EV_DISCONNECTED, &c->who, "%s", why);
+        broker_log(b, BROKER_EV_DISCONNECTED, c->who, "%s", why);
     conn_close(b, c, reason, NULL);
 }
 

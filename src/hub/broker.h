@@ -189,7 +189,9 @@ typedef struct broker_config {
 broker *broker_new(const broker_config *config, uint64_t now_ms);
 void broker_free(broker *b);
 
-/* A new authenticated connection; io is the server's handle for it. */
+/* A new authenticated connection; io is the server's handle for it. who is
+ * not copied: it must stay as it is until the connection is released (the
+ * server keeps it with io). */
 broker_conn *broker_conn_open(broker *b, const broker_principal *who, void *io, uint64_t now_ms);
 
 /* Bytes received on the connection. The broker buffers partial packets (up to

@@ -195,7 +195,7 @@ typedef enum conn_state { CONN_NEW, CONN_ACTIVE, CONN_CLOSING } conn_state;
 struct broker_conn {
     broker *b;
     void *io;
-    broker_principal who;
+    const broker_principal *who; /* the server's: it outlives the connection */
     conn_state state;
     uint8_t version;
     buf in;

@@ -29,11 +29,13 @@
 #include "hmap.h"
 #include "ingest.h"
 #include "monitor.h"
+#include "policy_cache.h"
 #include "query.h"
 #include "registry.h"
 #include "relay.h"
 #include "server.h"
 #include "shares.h"
+#include "sockbio.h"
 #include "store_split.h"
 
 typedef struct hub_worker hub_worker;
@@ -48,11 +50,11 @@ typedef struct ip_entry {
 typedef struct hub_conn {
     hub_worker *w; /* the worker whose loop owns it now */
     int fd;
-    SSL *ssl; /* NULL on the test listener */
+    SSL *ssl;           /* NULL on the test listener */
+    sockbio_state sock; /* under ssl */
     struct event *ev;
     struct event *deadline; /* handshake timeout, then the lingering close */
-    struct event *expiry;   /* the certificate's end of validity */
-    int64_t not_after;      /* seconds since the epoch */
+    int64_t not_after;      /* the certificate's end, seconds since the epoch */
     broker_conn *bc;
     broker_principal who;
     uint8_t fp[32];
@@ -60,10 +62,9 @@ typedef struct hub_conn {
     bool handshaking;
     bool want_write;
     bool close_queued;
-    bool lingering; /* handshake failed: alert sent, draining until close */
-    ip_entry *ip;
-    char addr[INET6_ADDRSTRLEN]; /* the peer's address, without the port */
-    char peer[INET6_ADDRSTRLEN + 8];
+    bool lingering;      /* handshake failed: alert sent, draining until close */
+    ip_entry *ip;        /* its key is the peer's address */
+    uint16_t port;       /* the peer's */
     const char *refusal; /* why the verify callback refused the certificate */
     monitor_tap tap;     /* activity not yet reported to the monitor */
     uint64_t packets;    /* broker_conn_packets when last looked at */
@@ -97,7 +98,9 @@ struct hub_worker {
     size_t nowed, owed_cap;
     size_t nconns;
     int64_t registry_version;
-    hub_conn *dead; /* closes queued by the worker itself */
+    int64_t next_cert_expiry; /* no connection's certificate ends before */
+    policy_cache policies;    /* sets shared by the sessions of a principal */
+    hub_conn *dead;           /* closes queued by the worker itself */
     hub_conn *conns;
     bool pass_pending; /* run the next loop pass without blocking */
     bool stopping;

@@ -114,9 +114,9 @@ void broker_ack_matched(broker *b, uint64_t gid)
 static void refuse_publish(broker *b, broker_conn *c, const codec_publish *p, uint8_t reason,
                            const char *why)
 {
-    broker_log(b, BROKER_EV_REFUSED_PUBLISH, &c->who, "PUBLISH to '%.*s' refused: %s",
+    broker_log(b, BROKER_EV_REFUSED_PUBLISH, c->who, "PUBLISH to '%.*s' refused: %s",
                (int)(p->topic.len > 128 ? 128 : p->topic.len), (const char *)p->topic.ptr, why);
-    broker_refused(b, BROKER_EV_REFUSED_PUBLISH, &c->who, c->io, p->topic,
+    broker_refused(b, BROKER_EV_REFUSED_PUBLISH, c->who, c->io, p->topic,
                    broker_reason_word(reason));
     b->stats.refused++;
     if (c->version != CODEC_V5) {
@@ -222,7 +222,7 @@ static bool rate_ok(broker *b, session *s, uint64_t now)
 static bool take_request(broker *b, broker_conn *c, const codec_publish *p)
 {
     session *s = c->s;
-    broker_request r = {.who = &c->who,
+    broker_request r = {.who = c->who,
                         .io = c->io,
                         .client_id = s->client_id,
                         .topic = p->topic,
@@ -266,9 +266,9 @@ void handle_publish(broker *b, broker_conn *c, const codec_publish *in, uint64_t
         return;
     }
     if (!rate_ok(b, s, now)) {
-        broker_log(b, BROKER_EV_REFUSED_PUBLISH, &c->who, "publish rate above %u/s",
+        broker_log(b, BROKER_EV_REFUSED_PUBLISH, c->who, "publish rate above %u/s",
                    (unsigned)b->lim.max_publish_rate);
-        broker_refused(b, BROKER_EV_REFUSED_PUBLISH, &c->who, c->io, p.topic, "rate");
+        broker_refused(b, BROKER_EV_REFUSED_PUBLISH, c->who, c->io, p.topic, "rate");
         b->stats.refused++;
         conn_close(b, c, 0x96, "message rate too high");
         return;
@@ -279,7 +279,7 @@ void handle_publish(broker *b, broker_conn *c, const codec_publish *in, uint64_t
         return;
     }
     if (b->relay.check_publish) {
-        uint8_t why = b->relay.check_publish(b->relay.ctx, &c->who, p.topic, p.payload);
+        uint8_t why = b->relay.check_publish(b->relay.ctx, c->who, p.topic, p.payload);
         if (why) {
             refuse_publish(b, c, &p, why, "payload refused (a moat envelope that does not decode)");
             return;
@@ -319,7 +319,7 @@ void handle_publish(broker *b, broker_conn *c, const codec_publish *in, uint64_t
     if (p.retain && !b->relay.retained_replica)
         retain_set(b, m, true);
     route(b, m, now);
-    bool wait = relay_out(b, m, BROKER_FWD_ROUTE, &c->who);
+    bool wait = relay_out(b, m, BROKER_FWD_ROUTE, c->who);
     /* With several workers, 0x10 is provisional: broker_ack_matched. */
     bool delivered = b->route_matched;
     /* Its acknowledgement promises what routing stored (queues of offline or

@@ -29,8 +29,8 @@ static void refuse(broker *b, broker_conn *c, uint8_t v5_reason, uint8_t v311_co
 {
     codec_connack ack = {.reason = c->version == CODEC_V5 ? v5_reason : v311_code};
     send_connack(b, c, &ack);
-    broker_log(b, BROKER_EV_REFUSED_CONNECT, &c->who, "CONNECT refused: %s", why);
-    broker_refused(b, BROKER_EV_REFUSED_CONNECT, &c->who, c->io, (codec_bytes){0},
+    broker_log(b, BROKER_EV_REFUSED_CONNECT, c->who, "CONNECT refused: %s", why);
+    broker_refused(b, BROKER_EV_REFUSED_CONNECT, c->who, c->io, (codec_bytes){0},
                    broker_reason_word(v5_reason));
     b->stats.refused++;
     c->state = CONN_ACTIVE; /* lets conn_close run without adding a DISCONNECT */
@@ -282,11 +282,11 @@ void handle_connect(broker *b, broker_conn *c, const codec_connect *p, uint64_t 
             refuse(b, c, 0x85, 0x02, "empty client identifier with a persistent session");
             return; /* [MQTT-3.1.3-8] */
         }
-        client_id = (codec_bytes){(const uint8_t *)c->who.id, strlen(c->who.id)};
+        client_id = (codec_bytes){(const uint8_t *)c->who->id, strlen(c->who->id)};
         /* A service may use NAME/anything: give it an id no session uses
          * ([MQTT-3.2.2-16]), not NAME, which would take over NAME's session. */
-        for (uint64_t n = now; c->who.kind == BROKER_SERVICE; n++) {
-            int len = snprintf(assigned_buf, sizeof(assigned_buf), "%s/%llx", c->who.id,
+        for (uint64_t n = now; c->who->kind == BROKER_SERVICE; n++) {
+            int len = snprintf(assigned_buf, sizeof(assigned_buf), "%s/%llx", c->who->id,
                                (unsigned long long)n);
             if (len > 0 && !hmap_get(&b->sessions, (const uint8_t *)assigned_buf, (size_t)len)) {
                 client_id = (codec_bytes){(const uint8_t *)assigned_buf, (size_t)len};
@@ -295,8 +295,8 @@ void handle_connect(broker *b, broker_conn *c, const codec_connect *p, uint64_t 
         }
         assigned = true;
     }
-    if (client_id.len > MAX_CLIENT_ID || !client_id_allowed(&c->who, client_id)) {
-        broker_log(b, BROKER_EV_REFUSED_CONNECT, &c->who,
+    if (client_id.len > MAX_CLIENT_ID || !client_id_allowed(c->who, client_id)) {
+        broker_log(b, BROKER_EV_REFUSED_CONNECT, c->who,
                    "client identifier '%.*s' does not belong to this certificate",
                    (int)(client_id.len > 64 ? 64 : client_id.len), (const char *)client_id.ptr);
         refuse(b, c, 0x85, 0x02, "client identifier not valid for this identity");
@@ -304,7 +304,7 @@ void handle_connect(broker *b, broker_conn *c, const codec_connect *p, uint64_t 
     }
 
     policy_set *policies =
-        b->cfg.policies_for ? b->cfg.policies_for(b->cfg.policies_ctx, &c->who) : NULL;
+        b->cfg.policies_for ? b->cfg.policies_for(b->cfg.policies_ctx, c->who) : NULL;
     if (!policies || !policy_may_connect(policies)) {
         policy_set_free(policies);
         refuse(b, c, 0x87, 0x05, "not authorized to connect");
@@ -336,7 +336,7 @@ void handle_connect(broker *b, broker_conn *c, const codec_connect *p, uint64_t 
         s->conn = NULL;
         alias_reset(b, s);
         conn_close(b, old, 0x8E, NULL);
-        broker_log(b, BROKER_EV_DISCONNECTED, &old->who, "session taken over by a new connection");
+        broker_log(b, BROKER_EV_DISCONNECTED, old->who, "session taken over by a new connection");
     } else if (s && s->will) {
         /* Offline with a will waiting for its delay: reconnecting cancels it,
          * unless the session is being ended by clean start. */
@@ -346,7 +346,8 @@ void handle_connect(broker *b, broker_conn *c, const codec_connect *p, uint64_t 
         s->will = NULL;
         s->will_at = 0;
     }
-    if (s && (p->clean_start || strcmp(s->who.id, c->who.id) != 0 || s->who.kind != c->who.kind)) {
+    if (s &&
+        (p->clean_start || strcmp(s->who.id, c->who->id) != 0 || s->who.kind != c->who->kind)) {
         session_destroy(b, s);
         s = NULL;
     }
@@ -356,7 +357,7 @@ void handle_connect(broker *b, broker_conn *c, const codec_connect *p, uint64_t 
         s->expires_at = 0;
         timer_disarm(&b->timers, &s->timer);
     } else {
-        s = session_new(b, client_id, &c->who);
+        s = session_new(b, client_id, c->who);
         if (!s) {
             policy_set_free(policies);
             refuse(b, c, 0x89, 0x03, "out of memory");
@@ -404,7 +405,7 @@ void handle_connect(broker *b, broker_conn *c, const codec_connect *p, uint64_t 
     if (p->will_flag) {
         s->will = will_from_connect(p, s->client_id);
         if (!s->will)
-            broker_log(b, BROKER_EV_STORE_FAILED, &c->who,
+            broker_log(b, BROKER_EV_STORE_FAILED, c->who,
                        "out of memory: the will message of this connection is not kept");
         s->will_expires = CODEC_HAS(&p->will_props, CODEC_PROP_MESSAGE_EXPIRY);
         s->will_expiry = p->will_props.message_expiry;
@@ -445,7 +446,7 @@ void handle_connect(broker *b, broker_conn *c, const codec_connect *p, uint64_t 
     send_connack(b, c, &ack);
     if (s->persistent)
         store_session(b, s, 0);
-    broker_log(b, BROKER_EV_CONNECTED, &c->who, "connected as '%.*s' (MQTT %s, %s session)",
+    broker_log(b, BROKER_EV_CONNECTED, c->who, "connected as '%.*s' (MQTT %s, %s session)",
                (int)s->client_id.len, (const char *)s->client_id.ptr,
                p->protocol_version == CODEC_V5 ? "5.0" : "3.1.1",
                session_present ? "resumed" : "new");

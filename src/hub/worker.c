@@ -26,6 +26,7 @@
 #include <openssl/evp.h>
 #include <openssl/x509.h>
 #include <signal.h>
+#include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -35,7 +36,6 @@
 
 #include "hub_int.h"
 #include "log.h"
-#include "policies.h"
 #include "policy.h"
 #include "store_sqlite.h"
 #include "tls.h"
@@ -44,20 +44,32 @@
 #define READS_PER_PASS 8u /* fairness: one chatty client cannot starve others */
 #define WRITE_CHUNK    (64u * 1024u)
 
-static int conn_ex_index = -1;
-
 /* Ask for another end-of-pass round without waiting for an event. */
 static void schedule_pass(hub_worker *w)
 {
     w->pass_pending = true;
 }
 
+/* The peer's address, and "address:port" for log lines (made when needed:
+ * an idle connection should not carry strings it rarely uses). */
+static const char *conn_addr(const hub_conn *c)
+{
+    return c->ip ? c->ip->key : NULL;
+}
+
+static const char *peer_name(const hub_conn *c, char *out, size_t len)
+{
+    snprintf(out, len, "%s:%u", c->ip ? c->ip->key : "?", (unsigned)c->port);
+    return out;
+}
+#define PEER(c) peer_name((c), (char[INET6_ADDRSTRLEN + 8]){0}, INET6_ADDRSTRLEN + 8)
+
 /* ---- policies and identities from the registry --------------------------- */
 
 static policy_set *policies_for(void *ctx, const broker_principal *who)
 {
     hub_worker *w = ctx;
-    return hub_policies_for(w->reg, who); /* NULL: the broker denies everything */
+    return policy_cache_get(&w->policies, w->reg, who); /* NULL: the broker denies everything */
 }
 
 static bool identity_active(hub_worker *w, const uint8_t fp[32], registry_identity *who)
@@ -77,12 +89,15 @@ static bool service_active(hub_worker *w, const char *name)
 int verify_cb(int ok, X509_STORE_CTX *store)
 {
     SSL *ssl = X509_STORE_CTX_get_ex_data(store, SSL_get_ex_data_X509_STORE_CTX_idx());
-    hub_conn *c = ssl ? SSL_get_ex_data(ssl, conn_ex_index) : NULL;
+    /* The connection is found through its socket BIO, whose state lives in
+     * it: no ex_data slot, whose table would cost every connection memory. */
+    sockbio_state *sock = ssl ? sockbio_state_of(SSL_get_rbio(ssl)) : NULL;
+    hub_conn *c = sock ? (hub_conn *)((char *)sock - offsetof(hub_conn, sock)) : NULL;
     if (!c)
         return 0;
     if (!ok) {
         int e = X509_STORE_CTX_get_error(store);
-        log_msg(LOG_WARN, NULL, "%s: client certificate refused: %s", c->peer,
+        log_msg(LOG_WARN, NULL, "%s: client certificate refused: %s", PEER(c),
                 X509_verify_cert_error_string(e));
         c->refusal = "certificate";
         return 0;
@@ -95,13 +110,13 @@ int verify_cb(int ok, X509_STORE_CTX *store)
         return 0;
     registry_identity who;
     if (registry_lookup_cert(c->w->reg, c->fp, &who) != REGISTRY_OK) {
-        log_msg(LOG_WARN, NULL, "%s: certificate not registered with this hub: refused", c->peer);
+        log_msg(LOG_WARN, NULL, "%s: certificate not registered with this hub: refused", PEER(c));
         c->refusal = "unregistered";
         X509_STORE_CTX_set_error(store, X509_V_ERR_CERT_REJECTED);
         return 0;
     }
     if (!registry_identity_active(&who, (int64_t)time(NULL))) {
-        log_msg(LOG_WARN, who.id, "%s: identity %s (certificate %s): refused", c->peer,
+        log_msg(LOG_WARN, who.id, "%s: identity %s (certificate %s): refused", PEER(c),
                 registry_principal_status_name(who.status), who.cert_revoked ? "revoked" : "valid");
         c->refusal = "revoked";
         X509_STORE_CTX_set_error(store, X509_V_ERR_CERT_REVOKED);
@@ -158,6 +173,18 @@ static void conn_link(hub_worker *w, hub_conn *c)
 /* Free a connection's resources; with the worker's lists when linked. */
 static void conn_release(hub_server *hub, hub_conn *c)
 {
+    /* Give the slot back before the peer can see the connection end: a
+     * client that reconnects as soon as it sees the close must not find the
+     * hub still counting the old connection against max_connections. The
+     * address entry stays until its handshake bucket has refilled (see
+     * forget_addresses): dropping it here would hand a client that
+     * reconnects quickly a fresh bucket every time. */
+    if (c->ip) {
+        pthread_mutex_lock(&hub->ips_mu);
+        c->ip->conns--;
+        pthread_mutex_unlock(&hub->ips_mu);
+    }
+    atomic_fetch_sub(&hub->nconns, 1);
     if (c->ssl) {
         (void)SSL_shutdown(c->ssl); /* best effort: a close_notify if it fits */
         SSL_free(c->ssl);
@@ -167,19 +194,8 @@ static void conn_release(hub_server *hub, hub_conn *c)
         event_free(c->ev);
     if (c->deadline)
         event_free(c->deadline);
-    if (c->expiry)
-        event_free(c->expiry);
     if (c->fd >= 0)
         close(c->fd);
-    /* The address entry stays until its handshake bucket has refilled (see
-     * forget_addresses): dropping it here would hand a client that
-     * reconnects quickly a fresh bucket every time. */
-    if (c->ip) {
-        pthread_mutex_lock(&hub->ips_mu);
-        c->ip->conns--;
-        pthread_mutex_unlock(&hub->ips_mu);
-    }
-    atomic_fetch_sub(&hub->nconns, 1);
     free(c);
 }
 
@@ -325,12 +341,30 @@ static void read_conn(hub_conn *c)
         event_active(c->ev, EV_READ, 0);
 }
 
-static void on_cert_expired(evutil_socket_t fd, short what, void *arg)
+/* A connection does not outlive its certificate. The worker keeps the
+ * earliest end among its connections and looks at them all only when that
+ * moment has come (at its registry poll): one timer per worker, not one per
+ * connection. */
+static void note_cert_expiry(hub_worker *w, const hub_conn *c)
 {
-    hub_conn *c = arg;
-    (void)fd, (void)what;
-    if (c->bc && !c->close_queued)
-        broker_close(c->w->broker, c->bc, 0x87, "client certificate expired: connection closed");
+    if (c->ssl && c->not_after < w->next_cert_expiry)
+        w->next_cert_expiry = c->not_after;
+}
+
+static void close_expired(hub_worker *w)
+{
+    int64_t now = (int64_t)time(NULL);
+    if (now < w->next_cert_expiry)
+        return;
+    w->next_cert_expiry = INT64_MAX;
+    for (hub_conn *c = w->conns; c; c = c->next) {
+        if (!c->bc || c->close_queued || !c->ssl)
+            continue;
+        if (c->not_after <= now)
+            broker_close(w->broker, c->bc, 0x87, "client certificate expired: connection closed");
+        else
+            note_cert_expiry(w, c);
+    }
 }
 
 /* After a failed handshake: the alert is on its way; stop sending, read and
@@ -384,15 +418,7 @@ static void conn_start(hub_conn *c)
         queue_close(c);
         return;
     }
-    if (c->ssl) {
-        /* A connection does not outlive its certificate. */
-        int64_t left = c->not_after - (int64_t)time(NULL);
-        c->expiry = evtimer_new(w->base, on_cert_expired, c);
-        if (c->expiry) {
-            struct timeval tv = {(time_t)(left > 0 ? left : 0), 0};
-            evtimer_add(c->expiry, &tv);
-        }
-    }
+    note_cert_expiry(w, c);
     read_conn(c);
     schedule_pass(w);
 }
@@ -446,7 +472,7 @@ static void handshake_done(hub_conn *c)
         queue_close(c); /* cannot happen with FAIL_IF_NO_PEER_CERT; fail closed anyway */
         return;
     }
-    log_msg(LOG_DEBUG, c->who.id, "%s: TLS %s established", c->peer, SSL_get_version(c->ssl));
+    log_msg(LOG_DEBUG, c->who.id, "%s: TLS %s established", PEER(c), SSL_get_version(c->ssl));
     conn_place(c);
 }
 
@@ -467,10 +493,11 @@ static void do_handshake(hub_conn *c)
         return;
     }
     char why[256];
-    log_msg(LOG_WARN, c->identified ? c->who.id : NULL, "%s: TLS handshake failed: %s", c->peer,
+    log_msg(LOG_WARN, c->identified ? c->who.id : NULL, "%s: TLS handshake failed: %s", PEER(c),
             tls_error_text(why, sizeof(why)));
-    hub_note_refusal(c->w->hub, MONITOR_REFUSED_HANDSHAKE, c->addr, c->identified ? &c->who : NULL,
-                     c->refusal ? c->refusal : "tls", (codec_bytes){0});
+    hub_note_refusal(c->w->hub, MONITOR_REFUSED_HANDSHAKE, conn_addr(c),
+                     c->identified ? &c->who : NULL, c->refusal ? c->refusal : "tls",
+                     (codec_bytes){0});
     linger_close(c);
 }
 
@@ -481,6 +508,8 @@ static void on_io(evutil_socket_t fd, short what, void *arg)
     (void)fd;
     if (c->close_queued)
         return;
+    if (what & EV_READ)
+        sockbio_readable(&c->sock);
     if (c->lingering) {
         drain_lingering(c);
     } else if (c->handshaking) {
@@ -499,9 +528,9 @@ static void on_handshake_timeout(evutil_socket_t fd, short what, void *arg)
     hub_conn *c = arg;
     (void)fd, (void)what;
     if (!c->lingering) {
-        log_msg(LOG_WARN, NULL, "%s: no TLS handshake within %u s: dropped", c->peer,
+        log_msg(LOG_WARN, NULL, "%s: no TLS handshake within %u s: dropped", PEER(c),
                 c->w->cfg.handshake_timeout_s);
-        hub_note_refusal(c->w->hub, MONITOR_REFUSED_HANDSHAKE, c->addr, NULL, "timeout",
+        hub_note_refusal(c->w->hub, MONITOR_REFUSED_HANDSHAKE, conn_addr(c), NULL, "timeout",
                          (codec_bytes){0});
     }
     queue_close(c);
@@ -613,10 +642,9 @@ static void accept_common(hub_worker *w, evutil_socket_t fd, struct sockaddr *sa
     }
     c->fd = fd;
     c->ip = ip;
-    snprintf(c->addr, sizeof(c->addr), "%s", addr);
     atomic_fetch_add(&hub->nconns, 1);
     conn_link(w, c);
-    snprintf(c->peer, sizeof(c->peer), "%s:%u", addr, port);
+    c->port = port;
     int one = 1;
     (void)setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
     evutil_make_socket_nonblocking(fd);
@@ -628,11 +656,14 @@ static void accept_common(hub_worker *w, evutil_socket_t fd, struct sockaddr *sa
     if (tls) {
         c->ssl = SSL_new(w->ssl_ctx);
         c->deadline = evtimer_new(w->base, on_handshake_timeout, c);
-        if (!c->ssl || !c->deadline || !SSL_set_fd(c->ssl, fd) ||
-            !SSL_set_ex_data(c->ssl, conn_ex_index, c)) {
+        c->sock.fd = fd;
+        BIO *bio = c->ssl ? sockbio_new(&c->sock) : NULL;
+        if (!bio || !c->deadline) {
+            BIO_free(bio);
             conn_free(c);
             return;
         }
+        SSL_set_bio(c->ssl, bio, bio);
         SSL_set_accept_state(c->ssl);
         c->handshaking = true;
         struct timeval tv = {(time_t)w->cfg.handshake_timeout_s, 0};
@@ -641,7 +672,7 @@ static void accept_common(hub_worker *w, evutil_socket_t fd, struct sockaddr *sa
     } else {
         /* The test listener: the connection is the named service. */
         if (!service_active(w, hub->opts.test_service)) {
-            log_msg(LOG_WARN, NULL, "%s: test service '%s' is not active: refused", c->peer,
+            log_msg(LOG_WARN, NULL, "%s: test service '%s' is not active: refused", PEER(c),
                     hub->opts.test_service);
             conn_free(c);
             return;
@@ -1021,6 +1052,7 @@ static void on_poll(evutil_socket_t fd, short what, void *arg)
     hub_worker *w = arg;
     (void)fd, (void)what;
     recheck_registry(w, false);
+    close_expired(w);
     if (w->index == 0)
         forget_addresses(w);
 }
@@ -1152,7 +1184,7 @@ static void broker_refused_cb(void *ctx, const broker_refusal *r)
     monitor_refusal what = r->ev == BROKER_EV_REFUSED_CONNECT   ? MONITOR_REFUSED_CONNECT
                            : r->ev == BROKER_EV_REFUSED_PUBLISH ? MONITOR_REFUSED_PUBLISH
                                                                 : MONITOR_REFUSED_SUBSCRIBE;
-    hub_note_refusal(w->hub, what, c ? c->addr : NULL, r->who, r->reason, r->topic);
+    hub_note_refusal(w->hub, what, c ? conn_addr(c) : NULL, r->who, r->reason, r->topic);
 }
 
 /* PUBLISHes to "$" topics: the hub answers $moat/telemetry/query itself
@@ -1247,8 +1279,6 @@ bool worker_init(hub_worker *w, hub_server *hub, unsigned index, char *err, size
         snprintf(err, errlen, "eventfd: %s", strerror(errno));
         return false;
     }
-    if (conn_ex_index < 0)
-        conn_ex_index = SSL_get_ex_new_index(0, NULL, NULL, NULL, NULL);
 
     char path[CONFIG_PATH_MAX + 32];
     snprintf(path, sizeof(path), "%s/registry.db", cfg->data_dir);
@@ -1259,6 +1289,11 @@ bool worker_init(hub_worker *w, hub_server *hub, unsigned index, char *err, size
     }
     if (registry_data_version(w->reg, &w->registry_version) != REGISTRY_OK) {
         snprintf(err, errlen, "registry %s: %s", path, registry_errmsg(w->reg));
+        return false;
+    }
+    w->next_cert_expiry = INT64_MAX;
+    if (!policy_cache_init(&w->policies)) {
+        snprintf(err, errlen, "out of memory");
         return false;
     }
     if (index == 0 && hub->opts.test_port && !service_active(w, hub->opts.test_service)) {
@@ -1450,6 +1485,7 @@ void worker_free(hub_worker *w)
         SSL_CTX_free(w->ssl_ctx);
     if (w->store)
         store_sqlite_close(w->store);
+    policy_cache_free(&w->policies);
     if (w->reg)
         registry_close(w->reg);
     relay_pending_free(&w->pending);

@@ -86,6 +86,7 @@ struct policy_set {
     size_t nallow;
     uint8_t *arena; /* the expanded filters */
     bool may_connect;
+    unsigned refs; /* holders; the set never changes once built */
 };
 
 /* ---- small helpers ------------------------------------------------------ */
@@ -550,6 +551,7 @@ policy_status policy_set_build(const policy_doc *const *docs, size_t ndocs, cons
     set = calloc(1, sizeof(*set));
     if (set == NULL)
         return POLICY_ERR_NOMEM;
+    set->refs = 1;
     st = POLICY_ERR_NOMEM;
     if (nentries > 0 && (set->entries = calloc(nentries, sizeof(set->entries[0]))) == NULL)
         goto out;
@@ -596,9 +598,16 @@ out:
     return st;
 }
 
+policy_set *policy_set_ref(policy_set *set)
+{
+    if (set)
+        set->refs++;
+    return set;
+}
+
 void policy_set_free(policy_set *set)
 {
-    if (set == NULL)
+    if (set == NULL || --set->refs > 0)
         return;
     free(set->entries);
     free(set->arena);
@@ -611,7 +620,10 @@ policy_status policy_set_deny_all(policy_set **out)
         return POLICY_ERR_SYNTAX;
     /* No entries and may_connect false: every decision says no. */
     *out = calloc(1, sizeof(**out));
-    return *out ? POLICY_OK : POLICY_ERR_NOMEM;
+    if (*out == NULL)
+        return POLICY_ERR_NOMEM;
+    (*out)->refs = 1;
+    return POLICY_OK;
 }
 
 /* ---- decisions (hot path: no allocation) -------------------------------- */

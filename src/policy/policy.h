@@ -28,15 +28,15 @@ typedef enum policy_action {
 
 typedef enum policy_status {
     POLICY_OK = 0,
-    POLICY_ERR_SYNTAX,  /* a line is not a valid statement */
-    POLICY_ERR_LIMIT,   /* too many statements, a line or filter too long */
+    POLICY_ERR_SYNTAX, /* a line is not a valid statement */
+    POLICY_ERR_LIMIT,  /* too many statements, a line or filter too long */
     POLICY_ERR_NOMEM
 } policy_status;
 
 /* Limits on documents, so that a stored document cannot blow up the hub. */
-#define POLICY_MAX_DOCUMENT 65536u
+#define POLICY_MAX_DOCUMENT   65536u
 #define POLICY_MAX_STATEMENTS 256u
-#define POLICY_MAX_FILTER 1024u
+#define POLICY_MAX_FILTER     1024u
 
 /* A parsed document: statements with their unexpanded filters. */
 typedef struct policy_doc policy_doc;
@@ -66,9 +66,13 @@ typedef struct policy_set policy_set;
 
 /* Expand docs[0..ndocs) for vars. A variable value containing '/', '+', '#'
  * or U+0000 is refused (POLICY_ERR_SYNTAX): it could widen a filter. */
-policy_status policy_set_build(const policy_doc *const *docs, size_t ndocs,
-                               const policy_vars *vars, policy_set **out);
+policy_status policy_set_build(const policy_doc *const *docs, size_t ndocs, const policy_vars *vars,
+                               policy_set **out);
+/* Drops one holder's reference; the last one frees the set. */
 void policy_set_free(policy_set *set);
+/* One more holder of set (NULL gives NULL). The count is not atomic: a set
+ * is shared only within one thread. */
+policy_set *policy_set_ref(policy_set *set);
 
 /* A set that allows nothing, for principals whose policies failed to load. */
 policy_status policy_set_deny_all(policy_set **out);

@@ -918,6 +918,25 @@ def test_policy_detached_removes_live_subscription(hub, clients, change):
     _wide_subscription_goes(hub, a, b, s, da, db, change)
 
 
+def test_policy_change_applies_to_the_next_connection_at_once(hub, clients, tmp_path):
+    """A worker shares one policy set among the sessions of a principal. A
+    policy change must reach the next connection of that principal at once,
+    not at the next registry poll (made a minute here): the shared set is
+    dropped as soon as the registry moves."""
+    svc = hub.add_service("pool", "allow connect\nallow publish pool/old/#\n")
+    hub.set_config("limits", "registry_poll_ms", "60000")
+    hub.start()
+    first = clients.raw(svc, client_id="pool/1")
+    assert first.publish("pool/old/t", b"x", pid=1) in (0x00, 0x10)  # the set is now shared
+    assert first.publish("pool/new/t", b"x", pid=2) == 0x87
+    changed = tmp_path / "pool-changed.policy"
+    changed.write_text("allow connect\nallow publish pool/new/#\n")
+    hub.moatctl("policy", "add", "pool-policy", str(changed), "--replace")
+    second = clients.raw(svc, client_id="pool/2")
+    assert second.publish("pool/old/t", b"x", pid=1) == 0x87
+    assert second.publish("pool/new/t", b"x", pid=2) in (0x00, 0x10)
+
+
 # ---- 13: refusals are logged with the principal and the reason ---------------
 
 def test_refusals_are_logged_with_principal_and_reason(hub, clients):

@@ -1003,10 +1003,35 @@ static void test_decisions_exhaustive(void **state)
     }
 }
 
+/* Sessions of one principal share a set: it lives until its last holder
+ * lets go, and answers the same for every holder meanwhile (the sanitizer
+ * build reports a use after free or a leak). */
+static void test_set_shared_by_holders(void **state)
+{
+    (void)state;
+    policy_set *set = set_of("allow connect\nallow publish moat/${device}/up/#\n", "d1", NULL);
+    assert_non_null(set);
+    policy_set *again = policy_set_ref(set);
+    assert_ptr_equal(again, set);
+    assert_null(policy_set_ref(NULL));
+    policy_set_free(set);
+    assert_true(policy_may_publish(again, (codec_bytes){(const uint8_t *)"moat/d1/up/t", 12}));
+    assert_false(policy_may_publish(again, (codec_bytes){(const uint8_t *)"moat/d2/up/t", 12}));
+    policy_set_free(again);
+
+    policy_set *none = NULL;
+    assert_int_equal(policy_set_deny_all(&none), POLICY_OK);
+    policy_set_ref(none);
+    policy_set_free(none);
+    assert_false(policy_may_connect(none));
+    policy_set_free(none);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_parse_hub_example),
+        cmocka_unit_test(test_set_shared_by_holders),
         cmocka_unit_test(test_parse_layout),
         cmocka_unit_test(test_parse_errors),
         cmocka_unit_test(test_parse_error_buffer),
