@@ -127,9 +127,7 @@ static double measure(thermostat *t)
 /* ---- options ------------------------------------------------------------- */
 
 typedef struct options {
-    moat_endpoint hubs[MOAT_MAX_ENDPOINTS];
-    char hub_hosts[MOAT_MAX_ENDPOINTS][256];
-    size_t nhubs;
+    moat_linux_hubs hubs;
     const char *ca, *cert, *key, *id, *state;
     unsigned long interval_ms, count, backoff_max_ms, keep_alive, queue_size, padding;
     unsigned long shaper_ms, shaper_size;
@@ -168,30 +166,6 @@ static void usage(FILE *f)
                "  --padding N          TLS record padding block (256; 1 = off)\n"
                "  --mqtt311            speak MQTT 3.1.1 instead of 5\n"
                "  --quiet              print only readings, commands and connection changes\n");
-}
-
-static bool parse_ulong(const char *s, unsigned long lo, unsigned long hi, unsigned long *out)
-{
-    char *end = NULL;
-    errno = 0;
-    if (!s || !*s || *s == '-')
-        return false;
-    unsigned long v = strtoul(s, &end, 10);
-    if (errno || *end || v < lo || v > hi)
-        return false;
-    *out = v;
-    return true;
-}
-
-static bool parse_hub(options *o, const char *s)
-{
-    if (o->nhubs == MOAT_MAX_ENDPOINTS ||
-        !moat_linux_parse_endpoint(s, o->hub_hosts[o->nhubs], sizeof(o->hub_hosts[0]),
-                                   &o->hubs[o->nhubs].port))
-        return false;
-    o->hubs[o->nhubs].host = o->hub_hosts[o->nhubs];
-    o->nhubs++;
-    return true;
 }
 
 static int parse_options(int argc, char **argv, options *o)
@@ -248,7 +222,7 @@ static int parse_options(int argc, char **argv, options *o)
         bool ok = true;
         switch (opt) {
         case O_HUB:
-            ok = parse_hub(o, optarg);
+            ok = moat_linux_hubs_add(&o->hubs, optarg);
             break;
         case O_CA:
             o->ca = optarg;
@@ -270,10 +244,10 @@ static int parse_options(int argc, char **argv, options *o)
             o->ntrust += ok;
             break;
         case O_INTERVAL:
-            ok = parse_ulong(optarg, 1, 86400000, &o->interval_ms);
+            ok = moat_linux_parse_ulong(optarg, 1, 86400000, &o->interval_ms);
             break;
         case O_COUNT:
-            ok = parse_ulong(optarg, 1, 1000000000, &o->count);
+            ok = moat_linux_parse_ulong(optarg, 1, 1000000000, &o->count);
             break;
         case O_EXIT:
             o->exit_when_sent = true;
@@ -283,22 +257,22 @@ static int parse_options(int argc, char **argv, options *o)
             ok = colon != NULL;
             if (ok) {
                 *colon = '\0';
-                ok = parse_ulong(optarg, 1, 86400000, &o->shaper_ms) &&
-                     parse_ulong(colon + 1, 16, 1024, &o->shaper_size);
+                ok = moat_linux_parse_ulong(optarg, 1, 86400000, &o->shaper_ms) &&
+                     moat_linux_parse_ulong(colon + 1, 16, 1024, &o->shaper_size);
             }
             break;
         }
         case O_BACKOFF:
-            ok = parse_ulong(optarg, 1, 3600000, &o->backoff_max_ms);
+            ok = moat_linux_parse_ulong(optarg, 1, 3600000, &o->backoff_max_ms);
             break;
         case O_KA:
-            ok = parse_ulong(optarg, 0, 65535, &o->keep_alive);
+            ok = moat_linux_parse_ulong(optarg, 0, 65535, &o->keep_alive);
             break;
         case O_QSIZE:
-            ok = parse_ulong(optarg, 4096, 1ul << 30, &o->queue_size);
+            ok = moat_linux_parse_ulong(optarg, 4096, 1ul << 30, &o->queue_size);
             break;
         case O_PAD:
-            ok = parse_ulong(optarg, 1, 16384, &o->padding);
+            ok = moat_linux_parse_ulong(optarg, 1, 16384, &o->padding);
             break;
         case O_311:
             o->mqtt311 = true;
@@ -324,8 +298,8 @@ static int parse_options(int argc, char **argv, options *o)
         usage(stderr);
         return 2;
     }
-    if (o->nhubs == 0)
-        parse_hub(o, "127.0.0.1:8883");
+    if (o->hubs.count == 0)
+        (void)moat_linux_hubs_add(&o->hubs, "127.0.0.1:8883");
     return 0;
 }
 
@@ -394,8 +368,8 @@ int main(int argc, char **argv)
     moat_config cfg;
     moat_config_defaults(&cfg);
     cfg.device_id = o.id;
-    cfg.endpoints = o.hubs;
-    cfg.endpoint_count = o.nhubs;
+    cfg.endpoints = o.hubs.list;
+    cfg.endpoint_count = o.hubs.count;
     cfg.transport = &tr;
     cfg.clock = &clk;
     cfg.storage = &sto;

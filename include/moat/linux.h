@@ -40,6 +40,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include <moat/moat.h>
 #include <moat/platform.h>
 
 #ifdef __cplusplus
@@ -190,6 +191,22 @@ bool moat_linux_parse_endpoint(const char *s, char *host, size_t cap, uint16_t *
 
 /* A trusted command key as 64 hex digits (`moatctl command keygen`). */
 bool moat_linux_parse_key_hex(const char *s, uint8_t out[32]);
+
+/* The hubs a device program was given (--hub, repeatable), in the form
+ * moat_config takes: list[0..count), each host name kept in hosts. */
+typedef struct moat_linux_hubs {
+    moat_endpoint list[MOAT_MAX_ENDPOINTS];
+    char hosts[MOAT_MAX_ENDPOINTS][256];
+    size_t count;
+} moat_linux_hubs;
+
+/* Append the endpoint s (as moat_linux_parse_endpoint reads it); false when
+ * it is malformed or the list is full. */
+bool moat_linux_hubs_add(moat_linux_hubs *hubs, const char *s);
+
+/* A decimal number in [lo, hi]: digits only (no sign, no spaces, nothing
+ * after), as command-line options take them. */
+bool moat_linux_parse_ulong(const char *s, unsigned long lo, unsigned long hi, unsigned long *out);
 
 #ifdef __cplusplus
 }

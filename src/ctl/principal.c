@@ -92,6 +92,25 @@ static int cert_record(X509 *cert, const char *id, registry_cert *c)
     return CTL_EXIT_OK;
 }
 
+/* The end of a change that also writes files: the audit record, the files,
+ * the commit. On any failure the transaction is rolled back and the files
+ * written so far are removed, so the registry and the disk agree. */
+static int audit_write_commit(registry *reg, const plan *p, const char *action, json_t *details,
+                              X509 *cert, const pki_ca *ca, output_fn out, void *octx, written *w)
+{
+    int rc = ctl_audit_ok(reg, p->dir, action, p->id, details);
+    if (rc == CTL_EXIT_OK && (rc = out(octx, p, cert, ca, w)) != CTL_EXIT_OK)
+        written_undo(w);
+    registry_status st;
+    if (rc == CTL_EXIT_OK && (st = registry_commit(reg)) != REGISTRY_OK) {
+        rc = ctl_reg_fail(reg, st);
+        written_undo(w);
+    }
+    if (rc != CTL_EXIT_OK)
+        registry_rollback(reg);
+    return rc;
+}
+
 /* Record principal, groups, policies and certificate; run out() before the
  * commit. */
 static int register_cert(registry *reg, const plan *p, X509 *cert, const pki_ca *ca, output_fn out,
@@ -138,23 +157,8 @@ static int register_cert(registry *reg, const plan *p, X509 *cert, const pki_ca 
         ctl_audit_failed(reg, p->dir, action, p->id, why, NULL);
         return rc;
     }
-    rc = ctl_audit_ok(reg, p->dir, action, p->id,
-                      ctl_audit_cert_details(&c, p->groups, p->policies));
-    if (rc != CTL_EXIT_OK) {
-        registry_rollback(reg);
-        return rc;
-    }
-    if ((rc = out(octx, p, cert, ca, w)) != CTL_EXIT_OK) {
-        registry_rollback(reg);
-        written_undo(w);
-        return rc;
-    }
-    if ((st = registry_commit(reg)) != REGISTRY_OK) {
-        rc = ctl_reg_fail(reg, st);
-        registry_rollback(reg);
-        written_undo(w);
-    }
-    return rc;
+    return audit_write_commit(reg, p, action, ctl_audit_cert_details(&c, p->groups, p->policies),
+                              cert, ca, out, octx, w);
 }
 
 /* ---- renew: one more certificate for an existing principal --------------- */
@@ -268,22 +272,9 @@ static int renew_cert(registry *reg, const plan *p, X509 *cert, const pki_ca *ca
         json_object_set_new(details, "key", json_string(p->key_here ? "made by moatctl" : "csr"));
         json_object_set(details, "revoked_old", revoked);
     }
-    rc = ctl_audit_ok(reg, p->dir, action, p->id, details);
-    if (rc != CTL_EXIT_OK) {
-        registry_rollback(reg);
+    rc = audit_write_commit(reg, p, action, details, cert, ca, out, octx, w);
+    if (rc != CTL_EXIT_OK)
         goto out;
-    }
-    if ((rc = out(octx, p, cert, ca, w)) != CTL_EXIT_OK) {
-        registry_rollback(reg);
-        written_undo(w);
-        goto out;
-    }
-    if ((st = registry_commit(reg)) != REGISTRY_OK) {
-        rc = ctl_reg_fail(reg, st);
-        registry_rollback(reg);
-        written_undo(w);
-        goto out;
-    }
     if (p->revoke_old && old.n)
         fprintf(stderr, "moatctl: %s %s: %zu older certificate%s revoked\n", p->word, p->id, old.n,
                 old.n == 1 ? "" : "s");

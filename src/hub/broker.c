@@ -840,15 +840,7 @@ static void visit_retained_msg(tree_node *node, void *value, void *ctx)
     (void)node;
     if (!m)
         return;
-    broker_fwd f = {.topic = m->topic,
-                    .payload = m->payload,
-                    .props = m->props,
-                    .origin = m->origin,
-                    .qos = m->qos,
-                    .retain = m->retain,
-                    .expires_at = m->expires_at,
-                    .gid = m->gid,
-                    .flags = BROKER_FWD_RETAIN_REPLICA};
+    broker_fwd f = fwd_of(m, BROKER_FWD_RETAIN_REPLICA, NULL);
     w->fn(w->ctx, &f);
 }
 

@@ -305,6 +305,8 @@ uint64_t broker_next_id(broker *b);
 /* Hand a message this broker took to the other workers (no-op with one). */
 /* True when the message's acknowledgement must wait (broker_relay.forward). */
 bool relay_out(broker *b, msg *m, uint8_t flags, const broker_principal *from);
+/* m as the relay and the retained walk hand it out. */
+broker_fwd fwd_of(const msg *m, uint8_t flags, const broker_principal *from);
 /* Queue a PUBACK/PUBREC, held while acks are held. */
 void send_ack(broker *b, broker_conn *c, uint8_t type, uint16_t packet_id, uint8_t reason);
 /* The acknowledgement of a PUBLISH whose message has hub-wide id gid. */

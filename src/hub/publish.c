@@ -381,17 +381,22 @@ bool relay_out(broker *b, msg *m, uint8_t flags, const broker_principal *from)
 {
     if (!b->relayed)
         return false;
-    broker_fwd f = {.topic = m->topic,
-                    .payload = m->payload,
-                    .props = m->props,
-                    .origin = m->origin,
-                    .qos = m->qos,
-                    .retain = m->retain,
-                    .expires_at = m->expires_at,
-                    .gid = m->gid,
-                    .flags = flags,
-                    .from = from};
+    broker_fwd f = fwd_of(m, flags, from);
     return b->relay.forward(b->relay.ctx, &f);
+}
+
+broker_fwd fwd_of(const msg *m, uint8_t flags, const broker_principal *from)
+{
+    return (broker_fwd){.topic = m->topic,
+                        .payload = m->payload,
+                        .props = m->props,
+                        .origin = m->origin,
+                        .qos = m->qos,
+                        .retain = m->retain,
+                        .expires_at = m->expires_at,
+                        .gid = m->gid,
+                        .flags = flags,
+                        .from = from};
 }
 
 bool broker_inject(broker *b, const broker_fwd *f, uint64_t now_ms)

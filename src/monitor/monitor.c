@@ -32,6 +32,7 @@
 #include "pki.h"
 #include "refusals.h"
 #include "registry.h"
+#include "waiter.h"
 
 #define PATH_MAX_LEN        4096
 #define REPORT_INTERVAL_KEY "report_interval"
@@ -113,20 +114,6 @@ struct monitor {
 };
 
 /* ---- small helpers ----------------------------------------------------------- */
-
-static int64_t mono_ms(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
-
-static int64_t wall_ms(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_REALTIME, &ts);
-    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
 
 #if defined(__GNUC__) || defined(__clang__)
 __attribute__((format(printf, 3, 4)))
@@ -284,7 +271,7 @@ static void burst_alert(monitor *m, alert_kind kind, const char *subject, uint32
                         const char *source, const char *reason)
 {
     alert a;
-    alert_init(&a, kind, ALERT_EVENT, wall_ms(), subject);
+    alert_init(&a, kind, ALERT_EVENT, waiter_wall_ms(), subject);
     json_t *d = json_pack("{s:I, s:I}", "count", (json_int_t)count, "window_s",
                           (json_int_t)m->cfg.burst_window_s);
     if (d && source)
@@ -300,7 +287,7 @@ static void burst_alert(monitor *m, alert_kind kind, const char *subject, uint32
 
 static void step_clock(monitor *m, int64_t mono)
 {
-    m->wall_minus_mono = wall_ms() - mono;
+    m->wall_minus_mono = waiter_wall_ms() - mono;
 }
 
 void monitor_device_connected(monitor *m, const char *id)
@@ -308,7 +295,7 @@ void monitor_device_connected(monitor *m, const char *id)
     if (!m || !id)
         return;
     pthread_mutex_lock(&m->lock);
-    int64_t now = mono_ms();
+    int64_t now = waiter_mono_ms();
     step_clock(m, now);
     size_t before = m->aq_len;
     (void)liveness_seen(m->live, id, now);
@@ -387,7 +374,7 @@ void monitor_device_activity(monitor *m, const char *id, uint32_t messages)
     if (!m || !id || messages == 0)
         return;
     pthread_mutex_lock(&m->lock);
-    int64_t now = mono_ms();
+    int64_t now = waiter_mono_ms();
     step_clock(m, now);
     size_t before = m->aq_len;
     (void)liveness_seen(m->live, id, now);
@@ -407,7 +394,7 @@ void monitor_device_disconnected(monitor *m, const char *id, bool clean)
     if (!m || !id)
         return;
     pthread_mutex_lock(&m->lock);
-    int64_t now = mono_ms();
+    int64_t now = waiter_mono_ms();
     liveness_gone(m->live, id, clean, now);
     if (liveness_next(m->live) < m->wake_at)
         wake(m);
@@ -436,12 +423,12 @@ void monitor_refused(monitor *m, monitor_refusal what, const char *source, const
         return;
     char key[BURST_KEY_MAX + 1];
     pthread_mutex_lock(&m->lock);
-    int64_t now = mono_ms();
+    int64_t now = waiter_mono_ms();
     step_clock(m, now);
     size_t before_a = m->aq_len, before_u = m->uq_len;
     if (m->refusals)
-        audit_refusals_note(m->refusals, wall_ms(), refusal_word(what), source, principal, reason,
-                            example);
+        audit_refusals_note(m->refusals, waiter_wall_ms(), refusal_word(what), source, principal,
+                            reason, example);
     uint32_t count = 0;
     if (what == MONITOR_REFUSED_HANDSHAKE || what == MONITOR_REFUSED_CONNECT) {
         snprintf(key, sizeof key, "address:%s", source ? source : "?");
@@ -463,7 +450,7 @@ void monitor_refused(monitor *m, monitor_refusal what, const char *source, const
 static void store_alert(monitor *m, alert_state state, const char *detail)
 {
     alert a;
-    alert_init(&a, ALERT_STORE_FAILURE, state, wall_ms(), "hub");
+    alert_init(&a, ALERT_STORE_FAILURE, state, waiter_wall_ms(), "hub");
     json_t *d = detail ? json_pack("{s:s}", "error", detail) : NULL;
     alert_set_details(&a, d);
     json_decref(d);
@@ -512,7 +499,7 @@ void monitor_audit(monitor *m, const audit_record *rec)
     json_t *d = rec->details ? json_deep_copy(rec->details) : NULL;
     audit_record copy = *rec;
     if (!copy.time)
-        copy.time = wall_ms() / 1000;
+        copy.time = waiter_wall_ms() / 1000;
     pthread_mutex_lock(&m->lock);
     push_audit(m, &copy, d);
     wake(m);
@@ -863,7 +850,7 @@ static void reconcile(monitor *m)
         if (oc.ids)
             (void)alert_store_list(m->store, &f, collect_open, &oc);
     }
-    int64_t now = mono_ms();
+    int64_t now = waiter_mono_ms();
     pthread_mutex_lock(&m->lock);
     step_clock(m, now);
     liveness_sync_begin(m->live);
@@ -887,7 +874,7 @@ static void reconcile(monitor *m)
             char subject[ALERT_SUBJECT_MAX + 1];
             device_subject(subject, sizeof subject, oc.ids[i]);
             alert a;
-            alert_init(&a, ALERT_DEVICE_OFFLINE, ALERT_CLEAR, wall_ms(), subject);
+            alert_init(&a, ALERT_DEVICE_OFFLINE, ALERT_CLEAR, waiter_wall_ms(), subject);
             json_t *d = json_pack("{s:b}", "forgotten", 1);
             alert_set_details(&a, d);
             json_decref(d);
@@ -996,7 +983,7 @@ static int collect_cert_alert(void *ctx, const alert_row *r)
 
 static void check_certs(monitor *m)
 {
-    int64_t now_s = wall_ms() / 1000;
+    int64_t now_s = waiter_wall_ms() / 1000;
     if (!m->certs_loaded && m->store) {
         alert_filter f = {.open_only = true, .kind = ALERT_CERT_EXPIRY};
         (void)alert_store_list(m->store, &f, collect_cert_alert, m);
@@ -1061,14 +1048,14 @@ static void check_certs(monitor *m)
 
 static void check_clock(monitor *m, int64_t now)
 {
-    int64_t offset = wall_ms() - now;
+    int64_t offset = waiter_wall_ms() - now;
     int64_t jump = offset - m->clock_offset;
     m->clock_offset = offset;
     if (jump < 0 ? -jump < (int64_t)m->cfg.clock_jump_s * 1000
                  : jump < (int64_t)m->cfg.clock_jump_s * 1000)
         return;
     alert a;
-    alert_init(&a, ALERT_CLOCK_JUMP, ALERT_EVENT, wall_ms(), "hub");
+    alert_init(&a, ALERT_CLOCK_JUMP, ALERT_EVENT, waiter_wall_ms(), "hub");
     json_t *d = json_pack("{s:I}", "jump_ms", (json_int_t)jump);
     alert_set_details(&a, d);
     json_decref(d);
@@ -1094,13 +1081,7 @@ static int64_t min64(int64_t a, int64_t b)
 static void wait_until(monitor *m, int64_t when)
 {
     m->wake_at = when;
-    if (when == INT64_MAX) {
-        pthread_cond_wait(&m->cond, &m->lock);
-    } else {
-        struct timespec ts = {.tv_sec = (time_t)(when / 1000),
-                              .tv_nsec = (long)(when % 1000) * 1000000};
-        (void)pthread_cond_timedwait(&m->cond, &m->lock, &ts);
-    }
+    waiter_sleep(&m->lock, &m->cond, when);
     m->wake_at = INT64_MIN;
 }
 
@@ -1108,7 +1089,7 @@ static void *run(void *arg)
 {
     monitor *m = arg;
     int64_t bucket_ms = m->cfg.rate.bucket_ms > 0 ? m->cfg.rate.bucket_ms : 10000;
-    m->clock_offset = wall_ms() - mono_ms();
+    m->clock_offset = waiter_wall_ms() - waiter_mono_ms();
     alert *batch = malloc(m->aq_cap * sizeof *batch);
     if (!batch) {
         mlog(m, true, "monitor: out of memory: the monitor thread stops");
@@ -1117,12 +1098,12 @@ static void *run(void *arg)
     pthread_mutex_lock(&m->lock);
     m->wake_at = INT64_MIN;
     for (;;) {
-        int64_t now = mono_ms();
+        int64_t now = waiter_mono_ms();
         step_clock(m, now);
         bool stopping = m->stopping;
         int64_t next = liveness_advance(m->live, now);
         if (m->refusals) {
-            int64_t wall = wall_ms();
+            int64_t wall = waiter_wall_ms();
             if (stopping)
                 audit_refusals_flush(m->refusals, wall);
             int64_t r = audit_refusals_tick(m->refusals, wall);
@@ -1164,7 +1145,7 @@ static void *run(void *arg)
             int64_t open = 0;
             if (m->store) {
                 int64_t keep = (int64_t)m->cfg.alert_retention_days * 86400 * 1000;
-                (void)alert_store_prune(m->store, wall_ms() - keep, m->cfg.alert_max_rows);
+                (void)alert_store_prune(m->store, waiter_wall_ms() - keep, m->cfg.alert_max_rows);
             }
             if (m->store && alert_store_count_open(m->store, &open) == MONITOR_OK) {
                 pthread_mutex_lock(&m->lock);
@@ -1189,7 +1170,7 @@ static void *run(void *arg)
         if (m->uq_len > 0 || m->nunwritten > 0)
             next = min64(next, m->next_flush_ms);
         next = min64(next, liveness_next(m->live));
-        if (next > mono_ms())
+        if (next > waiter_mono_ms())
             wait_until(m, next);
     }
     pthread_mutex_unlock(&m->lock);
@@ -1310,16 +1291,7 @@ monitor_status monitor_new(const monitor_config *cfg, monitor **out, char *err, 
         m->cfg.clock_jump_s = 30;
     if (m->cfg.max_devices == 0)
         m->cfg.max_devices = 1000000;
-    pthread_condattr_t ca;
-    bool locks = pthread_mutex_init(&m->lock, NULL) == 0;
-    if (locks && pthread_condattr_init(&ca) == 0) {
-        locks = pthread_condattr_setclock(&ca, CLOCK_MONOTONIC) == 0 &&
-                pthread_cond_init(&m->cond, &ca) == 0;
-        pthread_condattr_destroy(&ca);
-    } else {
-        locks = false;
-    }
-    if (!locks) {
+    if (!waiter_init(&m->lock, &m->cond)) {
         free(m);
         return MONITOR_IO;
     }

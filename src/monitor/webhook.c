@@ -13,6 +13,7 @@
  * signed timestamp and the bodies use the wall clock.
  */
 #include "webhook.h"
+#include "waiter.h"
 
 #include <pthread.h>
 #include <stdarg.h>
@@ -72,20 +73,6 @@ struct webhook {
     size_t rr; /* round-robin start among targets */
     webhook_stats stats;
 };
-
-static int64_t mono_ms(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
-
-static int64_t wall_ms(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_REALTIME, &ts);
-    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
 
 static pthread_once_t curl_once = PTHREAD_ONCE_INIT;
 static CURLcode curl_init_rc = CURLE_FAILED_INIT;
@@ -200,7 +187,7 @@ static int progress(void *ctx, curl_off_t dt, curl_off_t dn, curl_off_t ut, curl
     webhook *w = ctx;
     (void)dt, (void)dn, (void)ut, (void)un;
     long long at = atomic_load(&w->abort_at_ms);
-    return at != 0 && mono_ms() >= at; /* non-zero aborts the transfer */
+    return at != 0 && waiter_mono_ms() >= at; /* non-zero aborts the transfer */
 }
 
 static CURL *make_curl(webhook *w)
@@ -234,7 +221,7 @@ static CURL *make_curl(webhook *w)
 static bool post(webhook *w, CURL *c, const char *url, const char *event, const char *id,
                  const char *body, size_t len, char *why, size_t whylen)
 {
-    int64_t ts = wall_ms() / 1000;
+    int64_t ts = waiter_wall_ms() / 1000;
     char sig[65], h_sig[96], h_ts[64], h_id[64], h_ev[64];
     webhook_sign(w->key, w->key_len, ts, body, len, sig);
     snprintf(h_sig, sizeof h_sig, "X-Moat-Signature: sha256=%s", sig);
@@ -305,7 +292,7 @@ static void send_heartbeat(webhook *w, const char *status)
     s = w->stats;
     uint64_t seq = ++w->heartbeat_seq;
     pthread_mutex_unlock(&w->lock);
-    int64_t now = wall_ms();
+    int64_t now = waiter_wall_ms();
     char when[32], id[33];
     alert_format_time(now, when);
     random_id(id);
@@ -365,7 +352,7 @@ static void deliver(webhook *w, target *t, delivery *d)
     } else {
         log_fail = !t->failing;
         t->failing = true;
-        t->next_ms = mono_ms() + backoff_ms(w, d->attempts);
+        t->next_ms = waiter_mono_ms() + backoff_ms(w, d->attempts);
         if (d->attempts >= w->max_attempts) {
             w->stats.failed++;
             gave_up = true;
@@ -408,13 +395,7 @@ static bool queues_empty(const webhook *w)
 
 static void wait_until(webhook *w, int64_t when)
 {
-    if (when == INT64_MAX) {
-        pthread_cond_wait(&w->cond, &w->lock);
-        return;
-    }
-    struct timespec ts = {.tv_sec = (time_t)(when / 1000),
-                          .tv_nsec = (long)(when % 1000) * 1000000};
-    (void)pthread_cond_timedwait(&w->cond, &w->lock, &ts);
+    waiter_sleep(&w->lock, &w->cond, when);
 }
 
 static void *run(void *arg)
@@ -422,7 +403,7 @@ static void *run(void *arg)
     webhook *w = arg;
     pthread_mutex_lock(&w->lock);
     for (;;) {
-        int64_t now = mono_ms();
+        int64_t now = waiter_mono_ms();
         if (w->stopping && w->heartbeat_url && !w->sent_stopping) {
             w->sent_stopping = true;
             pthread_mutex_unlock(&w->lock);
@@ -523,15 +504,7 @@ monitor_status webhook_new(const webhook_config *cfg, webhook **out, char *err, 
     webhook *w = calloc(1, sizeof *w);
     if (!w)
         return MONITOR_NOMEM;
-    pthread_condattr_t ca;
-    bool ok = pthread_mutex_init(&w->lock, NULL) == 0;
-    if (ok && pthread_condattr_init(&ca) == 0) {
-        ok = pthread_condattr_setclock(&ca, CLOCK_MONOTONIC) == 0 &&
-             pthread_cond_init(&w->cond, &ca) == 0;
-        pthread_condattr_destroy(&ca);
-    } else {
-        ok = false;
-    }
+    bool ok = waiter_init(&w->lock, &w->cond);
     if (!ok) {
         free(w);
         return MONITOR_IO;
@@ -565,8 +538,8 @@ monitor_status webhook_new(const webhook_config *cfg, webhook **out, char *err, 
         if (ok)
             url_shown(t->url, t->shown, sizeof t->shown);
     }
-    w->started_wall_ms = wall_ms();
-    w->next_heartbeat_ms = mono_ms(); /* the first one at once: "I am up" */
+    w->started_wall_ms = waiter_wall_ms();
+    w->next_heartbeat_ms = waiter_mono_ms(); /* the first one at once: "I am up" */
     atomic_init(&w->abort_at_ms, 0);
     if (!ok) {
         destroy(w);
@@ -666,7 +639,7 @@ void webhook_free(webhook *w, uint32_t drain_ms)
     if (w->started) {
         pthread_mutex_lock(&w->lock);
         w->stopping = true;
-        int64_t now = mono_ms();
+        int64_t now = waiter_mono_ms();
         w->hard_deadline_ms = now + drain_ms;
         /* A request in flight at the deadline gets one more second. */
         atomic_store(&w->abort_at_ms, (long long)(w->hard_deadline_ms + 1000));

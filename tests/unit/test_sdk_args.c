@@ -63,11 +63,49 @@ static void test_keys(void **state)
     assert_false(moat_linux_parse_key_hex(NULL, key));
 }
 
+static void test_numbers(void **state)
+{
+    (void)state;
+    unsigned long v = 7;
+    assert_true(moat_linux_parse_ulong("0", 0, 10, &v));
+    assert_int_equal(v, 0);
+    assert_true(moat_linux_parse_ulong("65535", 0, 65535, &v));
+    assert_int_equal(v, 65535);
+    const char *bad[] = {
+        "", "-1", "+1", " 1", "1 ", "1x", "0x10", "65536", "99999999999999999999999999", NULL};
+    for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+        v = 7;
+        assert_false(moat_linux_parse_ulong(bad[i], 0, 65535, &v));
+        assert_int_equal(v, 7); /* untouched on refusal */
+    }
+    assert_false(moat_linux_parse_ulong("3", 4, 10, &v));
+}
+
+static void test_hub_list(void **state)
+{
+    (void)state;
+    moat_linux_hubs hubs = {0};
+    assert_true(moat_linux_hubs_add(&hubs, "hub.example:8883"));
+    assert_true(moat_linux_hubs_add(&hubs, "[::1]:1883"));
+    assert_false(moat_linux_hubs_add(&hubs, "nohost"));
+    assert_int_equal(hubs.count, 2);
+    assert_string_equal(hubs.list[0].host, "hub.example");
+    assert_int_equal(hubs.list[0].port, 8883);
+    assert_string_equal(hubs.list[1].host, "::1");
+    assert_ptr_equal(hubs.list[1].host, hubs.hosts[1]);
+    while (hubs.count < MOAT_MAX_ENDPOINTS)
+        assert_true(moat_linux_hubs_add(&hubs, "h:1"));
+    assert_false(moat_linux_hubs_add(&hubs, "h:1")); /* full: refused, nothing written */
+    assert_int_equal(hubs.count, MOAT_MAX_ENDPOINTS);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_endpoints),
         cmocka_unit_test(test_keys),
+        cmocka_unit_test(test_numbers),
+        cmocka_unit_test(test_hub_list),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -46,9 +46,7 @@ typedef struct device {
 
 typedef struct sim_opts {
     const char *certs, *state;
-    moat_endpoint hubs[MOAT_MAX_ENDPOINTS];
-    char hub_hosts[MOAT_MAX_ENDPOINTS][256];
-    size_t nhubs;
+    moat_linux_hubs hubs;
     unsigned long devices, interval_ms, duration_s, stats_s, queue_size, payload;
     unsigned long shaper_ms, shaper_size, backoff_max_ms, keep_alive;
     uint8_t trust[SIM_MAX_TRUST][32];
@@ -137,30 +135,6 @@ static void usage(FILE *f)
           f);
 }
 
-static bool parse_ulong(const char *s, unsigned long lo, unsigned long hi, unsigned long *out)
-{
-    char *end = NULL;
-    errno = 0;
-    if (!s || !*s || *s == '-')
-        return false;
-    unsigned long v = strtoul(s, &end, 10);
-    if (errno || *end || v < lo || v > hi)
-        return false;
-    *out = v;
-    return true;
-}
-
-static bool parse_hub(sim_opts *o, const char *s)
-{
-    if (o->nhubs == MOAT_MAX_ENDPOINTS ||
-        !moat_linux_parse_endpoint(s, o->hub_hosts[o->nhubs], sizeof(o->hub_hosts[0]),
-                                   &o->hubs[o->nhubs].port))
-        return false;
-    o->hubs[o->nhubs].host = o->hub_hosts[o->nhubs];
-    o->nhubs++;
-    return true;
-}
-
 static int parse_options(int argc, char **argv, sim_opts *o)
 {
     enum {
@@ -215,25 +189,25 @@ static int parse_options(int argc, char **argv, sim_opts *o)
             o->certs = optarg;
             break;
         case O_DEVICES:
-            ok = parse_ulong(optarg, 1, 1000000, &o->devices);
+            ok = moat_linux_parse_ulong(optarg, 1, 1000000, &o->devices);
             break;
         case O_HUB:
-            ok = parse_hub(o, optarg);
+            ok = moat_linux_hubs_add(&o->hubs, optarg);
             break;
         case O_STATE:
             o->state = optarg;
             break;
         case O_INTERVAL:
-            ok = parse_ulong(optarg, 1, 86400000, &o->interval_ms);
+            ok = moat_linux_parse_ulong(optarg, 1, 86400000, &o->interval_ms);
             break;
         case O_PAYLOAD:
-            ok = parse_ulong(optarg, 1, 800, &o->payload);
+            ok = moat_linux_parse_ulong(optarg, 1, 800, &o->payload);
             break;
         case O_DURATION:
-            ok = parse_ulong(optarg, 1, 31536000, &o->duration_s);
+            ok = moat_linux_parse_ulong(optarg, 1, 31536000, &o->duration_s);
             break;
         case O_STATS:
-            ok = parse_ulong(optarg, 0, 86400, &o->stats_s);
+            ok = moat_linux_parse_ulong(optarg, 0, 86400, &o->stats_s);
             break;
         case O_TRUST:
             ok = o->ntrust < SIM_MAX_TRUST && moat_linux_parse_key_hex(optarg, o->trust[o->ntrust]);
@@ -244,19 +218,19 @@ static int parse_options(int argc, char **argv, sim_opts *o)
             ok = colon != NULL;
             if (ok) {
                 *colon = '\0';
-                ok = parse_ulong(optarg, 1, 86400000, &o->shaper_ms) &&
-                     parse_ulong(colon + 1, 16, SIM_BUF - 64, &o->shaper_size);
+                ok = moat_linux_parse_ulong(optarg, 1, 86400000, &o->shaper_ms) &&
+                     moat_linux_parse_ulong(colon + 1, 16, SIM_BUF - 64, &o->shaper_size);
             }
             break;
         }
         case O_QSIZE:
-            ok = parse_ulong(optarg, 4096, 1ul << 30, &o->queue_size);
+            ok = moat_linux_parse_ulong(optarg, 4096, 1ul << 30, &o->queue_size);
             break;
         case O_BACKOFF:
-            ok = parse_ulong(optarg, 1, 3600000, &o->backoff_max_ms);
+            ok = moat_linux_parse_ulong(optarg, 1, 3600000, &o->backoff_max_ms);
             break;
         case O_KA:
-            ok = parse_ulong(optarg, 0, 65535, &o->keep_alive);
+            ok = moat_linux_parse_ulong(optarg, 0, 65535, &o->keep_alive);
             break;
         case O_311:
             o->mqtt311 = true;
@@ -281,8 +255,8 @@ static int parse_options(int argc, char **argv, sim_opts *o)
         fputs("moat-sim: --certs DIR is required. Try 'moat-sim --help'.\n", stderr);
         return 2;
     }
-    if (o->nhubs == 0)
-        parse_hub(o, "127.0.0.1:8883");
+    if (o->hubs.count == 0)
+        (void)moat_linux_hubs_add(&o->hubs, "127.0.0.1:8883");
     return 0;
 }
 
@@ -391,8 +365,8 @@ static bool device_start(device *d, const char *id, uint64_t now, size_t index, 
     moat_config cfg;
     moat_config_defaults(&cfg);
     cfg.device_id = d->id;
-    cfg.endpoints = opt.hubs;
-    cfg.endpoint_count = opt.nhubs;
+    cfg.endpoints = opt.hubs.list;
+    cfg.endpoint_count = opt.hubs.count;
     cfg.transport = &d->tr;
     cfg.clock = &clk;
     cfg.storage = &d->sto;

@@ -1,11 +1,12 @@
 /*
  * args.c — parsing the two things every Linux device program is told on its
- * command line: a hub endpoint (HOST:PORT, [V6]:PORT) and a trusted command
- * key (64 hex digits, as `moatctl command keygen` prints it). One copy, so
- * the example, moat-sim and the tests accept exactly the same forms.
+ * command line: hub endpoints (HOST:PORT, [V6]:PORT), trusted command keys
+ * (64 hex digits, as `moatctl command keygen` prints them) and numbers. One
+ * copy, so the example, moat-sim and the tests accept exactly the same forms.
  */
 #include <moat/linux.h>
 
+#include <errno.h>
 #include <sodium.h>
 #include <stdlib.h>
 #include <string.h>
@@ -42,4 +43,28 @@ bool moat_linux_parse_key_hex(const char *s, uint8_t out[32])
     const char *end = NULL;
     return s && strlen(s) == 64 && sodium_hex2bin(out, 32, s, 64, NULL, &n, &end) == 0 && n == 32 &&
            *end == '\0';
+}
+
+bool moat_linux_hubs_add(moat_linux_hubs *hubs, const char *s)
+{
+    size_t i = hubs->count;
+    if (i == MOAT_MAX_ENDPOINTS ||
+        !moat_linux_parse_endpoint(s, hubs->hosts[i], sizeof(hubs->hosts[i]), &hubs->list[i].port))
+        return false;
+    hubs->list[i].host = hubs->hosts[i];
+    hubs->count++;
+    return true;
+}
+
+bool moat_linux_parse_ulong(const char *s, unsigned long lo, unsigned long hi, unsigned long *out)
+{
+    if (!s || *s < '0' || *s > '9')
+        return false;
+    char *end = NULL;
+    errno = 0;
+    unsigned long v = strtoul(s, &end, 10);
+    if (errno || *end || v < lo || v > hi)
+        return false;
+    *out = v;
+    return true;
 }
