@@ -24,6 +24,7 @@
 #include <sodium.h>
 
 #include "internal.h"
+#include "utf8clip.h"
 
 static const char SCHEMA[] = "CREATE TABLE audit_log("
                              " seq INTEGER PRIMARY KEY,"
@@ -406,20 +407,6 @@ audit_status audit_head_get(audit_log *log, audit_head *out)
 
 /* ---- appending ---------------------------------------------------------------- */
 
-/* Copy at most max bytes of s into buf, cut back to a UTF-8 boundary. */
-static void clip(char *buf, size_t max, const char *s)
-{
-    size_t n = s ? strlen(s) : 0;
-    if (n > max) {
-        n = max;
-        while (n > 0 && ((unsigned char)s[n] & 0xc0) == 0x80)
-            n--; /* s[n] would start the next part: never split a character */
-    }
-    if (n)
-        memcpy(buf, s, n);
-    buf[n] = '\0';
-}
-
 /* The stored form of details: compact, sorted keys, bounded. */
 static char *encode_details(const json_t *details)
 {
@@ -448,10 +435,10 @@ static audit_status append_one(audit_log *log, const audit_record *rec, int64_t 
 {
     char actor[AUDIT_ACTOR_MAX + 1], action[AUDIT_ACTION_MAX + 1];
     char subject[AUDIT_SUBJECT_MAX + 1], outcome[AUDIT_OUTCOME_MAX + 1];
-    clip(actor, AUDIT_ACTOR_MAX, rec->actor);
-    clip(action, AUDIT_ACTION_MAX, rec->action);
-    clip(subject, AUDIT_SUBJECT_MAX, rec->subject);
-    clip(outcome, AUDIT_OUTCOME_MAX, rec->outcome);
+    utf8_clip_copy(actor, AUDIT_ACTOR_MAX, rec->actor);
+    utf8_clip_copy(action, AUDIT_ACTION_MAX, rec->action);
+    utf8_clip_copy(subject, AUDIT_SUBJECT_MAX, rec->subject);
+    utf8_clip_copy(outcome, AUDIT_OUTCOME_MAX, rec->outcome);
     if (!actor[0] || !action[0])
         return audit_fail(log, AUDIT_INVALID, "an audit entry needs an actor and an action");
     char *details = encode_details(rec->details);

@@ -14,6 +14,7 @@
 #include <string.h>
 
 #include "hmap.h"
+#include "utf8clip.h"
 
 #define FIELD_ACTION    24u
 #define FIELD_SOURCE    64u
@@ -47,20 +48,6 @@ struct audit_refusals {
     int64_t overflow_opened_ms, overflow_last_ms;
     audit_refusals_stats stats;
 };
-
-/* Copy at most max bytes, cut back to a UTF-8 boundary. */
-static void clip(char *buf, size_t max, const char *s)
-{
-    size_t n = s ? strlen(s) : 0;
-    if (n > max) {
-        n = max;
-        while (n > 0 && ((unsigned char)s[n] & 0xc0) == 0x80)
-            n--;
-    }
-    if (n)
-        memcpy(buf, s, n);
-    buf[n] = '\0';
-}
 
 audit_refusals *audit_refusals_new(const audit_refusals_config *cfg, audit_refusals_emit emit,
                                    void *ctx)
@@ -171,10 +158,10 @@ void audit_refusals_note(audit_refusals *r, int64_t now_ms, const char *action, 
 {
     r->stats.noted++;
     group probe;
-    clip(probe.action, FIELD_ACTION, action && action[0] ? action : "access");
-    clip(probe.source, FIELD_SOURCE, source);
-    clip(probe.principal, FIELD_PRINCIPAL, principal);
-    clip(probe.reason, FIELD_REASON, reason);
+    utf8_clip_copy(probe.action, FIELD_ACTION, action && action[0] ? action : "access");
+    utf8_clip_copy(probe.source, FIELD_SOURCE, source);
+    utf8_clip_copy(probe.principal, FIELD_PRINCIPAL, principal);
+    utf8_clip_copy(probe.reason, FIELD_REASON, reason);
     /* The key: the four fields with their NULs, unambiguous. */
     size_t k = 0;
     const char *parts[] = {probe.action, probe.source, probe.principal, probe.reason};
@@ -207,7 +194,7 @@ void audit_refusals_note(audit_refusals *r, int64_t now_ms, const char *action, 
         return;
     }
     *g = probe;
-    clip(g->example, FIELD_EXAMPLE, example);
+    utf8_clip_copy(g->example, FIELD_EXAMPLE, example);
     g->opened_ms = g->last_ms = now_ms;
     g->more = 0;
     g->next = NULL;

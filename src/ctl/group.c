@@ -70,16 +70,43 @@ static int print_name(void *vctx, const char *name)
     return 0;
 }
 
-typedef struct glist_ctx {
+/* One listing (`group list`, `policy list`): a line per entry, or a JSON
+ * array of objects. */
+typedef struct list_ctx {
     registry *reg;
     bool json;
     size_t n;
-    registry_status inner;
-} glist_ctx;
+    registry_status inner; /* a failure inside an entry's own lookup */
+} list_ctx;
+
+typedef registry_status (*list_fn)(list_ctx *c);
+
+static int run_list(const ctl_ctx *ctx, const char *word, int argc, char **argv, list_fn list)
+{
+    ctl_opt opts[] = {{.name = "json"}};
+    ctl_args args;
+    registry *reg = NULL;
+    bool helped;
+    int rc = setup(ctx, word, "list", "[--json]", argc, argv, opts, 1, 0, &args, &reg, &helped);
+    if (rc != CTL_EXIT_OK || helped)
+        return rc;
+    list_ctx c = {.reg = reg, .json = opts[0].count > 0};
+    if (c.json)
+        printf("[");
+    registry_status st = registry_read_begin(reg);
+    if (st == REGISTRY_OK)
+        st = list(&c);
+    if (st == REGISTRY_REFUSED && c.inner != REGISTRY_OK)
+        st = c.inner;
+    if (c.json)
+        printf("%s]\n", c.n ? "\n" : "");
+    registry_rollback(reg);
+    return finish(reg, st, NULL);
+}
 
 static int print_group(void *vctx, const registry_group *g)
 {
-    glist_ctx *c = vctx;
+    list_ctx *c = vctx;
     if (c->json) {
         printf("%s\n  {\"name\": ", c->n ? "," : "");
         ctl_json_str(stdout, g->name);
@@ -100,27 +127,14 @@ static int print_group(void *vctx, const registry_group *g)
     return c->inner != REGISTRY_OK;
 }
 
+static registry_status list_groups(list_ctx *c)
+{
+    return registry_group_list(c->reg, print_group, c);
+}
+
 static int group_list(const ctl_ctx *ctx, int argc, char **argv)
 {
-    ctl_opt opts[] = {{.name = "json"}};
-    ctl_args args;
-    registry *reg = NULL;
-    bool helped;
-    int rc = setup(ctx, "group", "list", "[--json]", argc, argv, opts, 1, 0, &args, &reg, &helped);
-    if (rc != CTL_EXIT_OK || helped)
-        return rc;
-    glist_ctx c = {.reg = reg, .json = opts[0].count > 0};
-    if (c.json)
-        printf("[");
-    registry_status st = registry_read_begin(reg);
-    if (st == REGISTRY_OK)
-        st = registry_group_list(reg, print_group, &c);
-    if (st == REGISTRY_REFUSED && c.inner != REGISTRY_OK)
-        st = c.inner;
-    if (c.json)
-        printf("%s]\n", c.n ? "\n" : "");
-    registry_rollback(reg);
-    return finish(reg, st, NULL);
+    return run_list(ctx, "group", argc, argv, list_groups);
 }
 
 typedef struct settings_ctx {
@@ -405,16 +419,9 @@ static int policy_show(const ctl_ctx *ctx, int argc, char **argv)
     return finish(reg, st, NULL);
 }
 
-typedef struct plist_ctx {
-    registry *reg;
-    bool json;
-    size_t n;
-    registry_status inner;
-} plist_ctx;
-
 static int print_policy(void *vctx, const char *name)
 {
-    plist_ctx *c = vctx;
+    list_ctx *c = vctx;
     names_ctx nc = {.json = c->json, .sep = ", "};
     if (c->json) {
         printf("%s\n  {\"name\": ", c->n ? "," : "");
@@ -432,27 +439,14 @@ static int print_policy(void *vctx, const char *name)
     return c->inner != REGISTRY_OK;
 }
 
+static registry_status list_policies(list_ctx *c)
+{
+    return registry_policy_list(c->reg, print_policy, c);
+}
+
 static int policy_list(const ctl_ctx *ctx, int argc, char **argv)
 {
-    ctl_opt opts[] = {{.name = "json"}};
-    ctl_args args;
-    registry *reg = NULL;
-    bool helped;
-    int rc = setup(ctx, "policy", "list", "[--json]", argc, argv, opts, 1, 0, &args, &reg, &helped);
-    if (rc != CTL_EXIT_OK || helped)
-        return rc;
-    plist_ctx c = {.reg = reg, .json = opts[0].count > 0};
-    if (c.json)
-        printf("[");
-    registry_status st = registry_read_begin(reg);
-    if (st == REGISTRY_OK)
-        st = registry_policy_list(reg, print_policy, &c);
-    if (st == REGISTRY_REFUSED && c.inner != REGISTRY_OK)
-        st = c.inner;
-    if (c.json)
-        printf("%s]\n", c.n ? "\n" : "");
-    registry_rollback(reg);
-    return finish(reg, st, NULL);
+    return run_list(ctx, "policy", argc, argv, list_policies);
 }
 
 static int policy_delete(const ctl_ctx *ctx, int argc, char **argv)

@@ -383,6 +383,31 @@ fail:
     return CTL_EXIT_FAIL;
 }
 
+/* The new principal's id, for add and enroll: a service is named on the
+ * command line; a device's id is chosen by the hub. */
+static int plan_id(plan *p, const ctl_args *args)
+{
+    if (p->kind != REGISTRY_SERVICE) {
+        if (args->npos != 0)
+            return ctl_usage(p->word, "device %s takes no arguments (the hub chooses the id)",
+                             p->how);
+        return CTL_EXIT_OK;
+    }
+    if (args->npos != 1)
+        return ctl_usage(p->word, "service %s needs exactly one NAME", p->how);
+    const char *name = args->pos[0];
+    if (!registry_service_name_valid(name))
+        return ctl_usage(p->word, "invalid service name '%s' (use [a-z0-9][a-z0-9-]{0,62})", name);
+    if (p->policies && p->policies->count > 0 &&
+        strlen(name) + strlen(SERVICE_GROUP_PREFIX) > REGISTRY_NAME_MAX)
+        return ctl_usage(p->word,
+                         "service name too long for --policy (group '%s%s' would exceed %u "
+                         "characters)",
+                         SERVICE_GROUP_PREFIX, name, REGISTRY_NAME_MAX);
+    memcpy(p->id, name, strlen(name) + 1);
+    return CTL_EXIT_OK;
+}
+
 static int cmd_add(const ctl_ctx *ctx, registry_kind kind, const char *word, int argc, char **argv)
 {
     ctl_opt opts[] = {{.name = "group", .has_arg = true, .multi = true},
@@ -397,23 +422,10 @@ static int cmd_add(const ctl_ctx *ctx, registry_kind kind, const char *word, int
     if (args.help)
         return ctl_help(word, stdout) ? CTL_EXIT_OK : CTL_EXIT_FAIL;
     plan p = {.kind = kind, .word = word, .groups = &opts[0], .how = "add"};
-    if (kind == REGISTRY_SERVICE) {
+    if (kind == REGISTRY_SERVICE)
         p.policies = &opts[3];
-        if (args.npos != 1)
-            return ctl_usage(word, "service add needs exactly one NAME");
-        if (!registry_service_name_valid(args.pos[0]))
-            return ctl_usage(word, "invalid service name '%s' (use [a-z0-9][a-z0-9-]{0,62})",
-                             args.pos[0]);
-        if (opts[3].count > 0 &&
-            strlen(args.pos[0]) + strlen(SERVICE_GROUP_PREFIX) > REGISTRY_NAME_MAX)
-            return ctl_usage(word,
-                             "service name too long for --policy (group '%s%s' would "
-                             "exceed %u characters)",
-                             SERVICE_GROUP_PREFIX, args.pos[0], REGISTRY_NAME_MAX);
-        memcpy(p.id, args.pos[0], strlen(args.pos[0]) + 1);
-    } else if (args.npos != 0) {
-        return ctl_usage(word, "device add takes no arguments (the hub chooses the id)");
-    }
+    if ((rc = plan_id(&p, &args)) != CTL_EXIT_OK)
+        return rc;
     if (opts[1].count == 0)
         return ctl_usage(word, "%s add needs --out OUTDIR", word);
     if ((rc = parse_days(&opts[2], word, &p.days)) != CTL_EXIT_OK)
@@ -498,20 +510,10 @@ static int cmd_enroll(const ctl_ctx *ctx, registry_kind kind, const char *word, 
     if (args.help)
         return ctl_help(word, stdout) ? CTL_EXIT_OK : CTL_EXIT_FAIL;
     plan p = {.kind = kind, .word = word, .groups = &opts[1], .how = "enroll"};
-    if (kind == REGISTRY_SERVICE) {
+    if (kind == REGISTRY_SERVICE)
         p.policies = &opts[4];
-        if (args.npos != 1)
-            return ctl_usage(word, "service enroll needs exactly one NAME");
-        if (!registry_service_name_valid(args.pos[0]))
-            return ctl_usage(word, "invalid service name '%s' (use [a-z0-9][a-z0-9-]{0,62})",
-                             args.pos[0]);
-        if (opts[4].count > 0 &&
-            strlen(args.pos[0]) + strlen(SERVICE_GROUP_PREFIX) > REGISTRY_NAME_MAX)
-            return ctl_usage(word, "service name too long for --policy");
-        memcpy(p.id, args.pos[0], strlen(args.pos[0]) + 1);
-    } else if (args.npos != 0) {
-        return ctl_usage(word, "device enroll takes no arguments (the hub chooses the id)");
-    }
+    if ((rc = plan_id(&p, &args)) != CTL_EXIT_OK)
+        return rc;
     if (opts[0].count == 0)
         return ctl_usage(word, "%s enroll needs --csr FILE", word);
     if ((rc = parse_days(&opts[3], word, &p.days)) != CTL_EXIT_OK)

@@ -90,33 +90,54 @@ const char *broker_reason_word(uint8_t reason)
 
 /* ---- lists of connections --------------------------------------------- */
 
-static bool list_push(broker_conn ***arr, size_t *len, size_t *cap, broker_conn *c)
+static bool list_push(conn_list *l, broker_conn *c)
 {
-    if (*len == *cap) {
-        size_t n = *cap ? *cap * 2 : 64;
-        broker_conn **a = realloc(*arr, n * sizeof(*a));
+    if (l->n == l->cap) {
+        size_t n = l->cap ? l->cap * 2 : 64;
+        broker_conn **a = realloc(l->v, n * sizeof(*a));
         if (!a)
             return false;
-        *arr = a;
-        *cap = n;
+        l->v = a;
+        l->cap = n;
     }
-    (*arr)[(*len)++] = c;
+    l->v[l->n++] = c;
     return true;
 }
 
-static void list_remove(broker_conn **arr, size_t *len, broker_conn *c)
+static void list_remove(conn_list *l, broker_conn *c)
 {
-    for (size_t i = 0; i < *len; i++) {
-        if (arr[i] == c) {
-            arr[i] = arr[--*len];
+    for (size_t i = 0; i < l->n; i++) {
+        if (l->v[i] == c) {
+            l->v[i] = l->v[--l->n];
             return;
         }
     }
 }
 
+/* Hand the list out for this pass and start an empty one in the array
+ * handed out last time. */
+static size_t list_hand(conn_list *l, broker_conn ***out)
+{
+    broker_conn **handed = l->v;
+    size_t n = l->n, cap = l->cap;
+    l->v = l->handed;
+    l->cap = l->handed_cap;
+    l->n = 0;
+    l->handed = handed;
+    l->handed_cap = cap;
+    *out = handed;
+    return n;
+}
+
+static void list_free(conn_list *l)
+{
+    free(l->v);
+    free(l->handed);
+}
+
 bool broker_hold_list(broker *b, broker_conn *c)
 {
-    if (!list_push(&b->holding, &b->nholding, &b->holding_cap, c))
+    if (!list_push(&b->holding, c))
         return false;
     c->holding_listed = true;
     return true;
@@ -126,7 +147,7 @@ void conn_mark_dirty(broker *b, broker_conn *c)
 {
     if (c->dirty)
         return;
-    if (list_push(&b->dirty, &b->ndirty, &b->dirty_cap, c))
+    if (list_push(&b->dirty, c))
         c->dirty = true;
 }
 
@@ -161,7 +182,7 @@ void conn_close(broker *b, broker_conn *c, uint8_t reason, const char *why)
     c->state = CONN_CLOSING;
     timer_disarm(&b->timers, &c->timer);
     conn_mark_dirty(b, c);
-    if (!c->closing_listed && list_push(&b->closing, &b->nclosing, &b->closing_cap, c))
+    if (!c->closing_listed && list_push(&b->closing, c))
         c->closing_listed = true;
 }
 
@@ -266,14 +287,7 @@ static bool load_queue(void *ctx, const store_queue_row *row)
     d->nsub_ids = row->nsub_ids > DELIVERY_MAX_SUB_IDS ? DELIVERY_MAX_SUB_IDS : row->nsub_ids;
     memcpy(d->sub_ids, row->sub_ids, d->nsub_ids * sizeof(uint32_t));
     m->durable_refs++;
-    if (s->queue_tail)
-        s->queue_tail->next = d;
-    else
-        s->queue_head = d;
-    s->queue_tail = d;
-    if (!s->send_next)
-        s->send_next = d;
-    s->queued++;
+    queue_append(s, d);
     if (d->state != DELIVERY_QUEUED)
         s->inflight++;
     if (row->seq >= s->next_seq)
@@ -425,12 +439,10 @@ void broker_free(broker *b)
     if (b->retained)
         tree_free(b->retained, free_retained);
     timer_heap_free(&b->timers);
-    free(b->dirty);
-    free(b->closing);
-    free(b->handed_dirty);
-    free(b->handed_closing);
+    list_free(&b->dirty);
+    list_free(&b->closing);
+    list_free(&b->holding);
     free(b->touched);
-    free(b->holding);
     hmap_free(&b->unmatched);
     free(b);
 }
@@ -466,11 +478,11 @@ void broker_conn_gone(broker *b, broker_conn *c, uint64_t now_ms)
     if (c->s)
         session_detach(b, c->s, now_ms);
     if (c->dirty)
-        list_remove(b->dirty, &b->ndirty, c);
+        list_remove(&b->dirty, c);
     if (c->closing_listed)
-        list_remove(b->closing, &b->nclosing, c);
+        list_remove(&b->closing, c);
     if (c->holding_listed)
-        list_remove(b->holding, &b->nholding, c);
+        list_remove(&b->holding, c);
     while (c->held) {
         held_ack *h = c->held;
         c->held = h->next;
@@ -643,8 +655,8 @@ static bool commit_pass(broker *b)
     bool ok = b->in_txn && !b->store_failed && st->commit(st->ctx);
     b->in_txn = false;
     b->store_failed = false;
-    for (size_t i = 0; i < b->ndirty; i++) {
-        broker_conn *c = b->dirty[i];
+    for (size_t i = 0; i < b->dirty.n; i++) {
+        broker_conn *c = b->dirty.v[i];
         if (!ok && c->durable) {
             /* What it was owed was not made durable: send none of it, and let
              * the client retry on a new connection. */
@@ -664,17 +676,9 @@ static bool commit_pass(broker *b)
 
 size_t broker_dirty(broker *b, broker_conn ***list)
 {
-    broker_conn **handed = b->dirty;
-    size_t n = b->ndirty, cap = b->dirty_cap;
-    /* Reuse last round's array for the next list. */
-    b->dirty = b->handed_dirty;
-    b->dirty_cap = b->handed_dirty_cap;
-    b->handed_dirty = handed;
-    b->handed_dirty_cap = cap;
-    b->ndirty = 0;
+    size_t n = list_hand(&b->dirty, list);
     for (size_t i = 0; i < n; i++)
-        handed[i]->dirty = false;
-    *list = handed;
+        (*list)[i]->dirty = false;
     return n;
 }
 
@@ -693,16 +697,9 @@ void broker_output_drained(broker *b, broker_conn *c, uint64_t now_ms)
 
 size_t broker_closing(broker *b, broker_conn ***list)
 {
-    broker_conn **handed = b->closing;
-    size_t n = b->nclosing, cap = b->closing_cap;
-    b->closing = b->handed_closing;
-    b->closing_cap = b->handed_closing_cap;
-    b->handed_closing = handed;
-    b->handed_closing_cap = cap;
-    b->nclosing = 0;
+    size_t n = list_hand(&b->closing, list);
     for (size_t i = 0; i < n; i++)
-        handed[i]->closing_listed = false;
-    *list = handed;
+        (*list)[i]->closing_listed = false;
     return n;
 }
 

@@ -228,6 +228,16 @@ typedef struct held_ack {
 
 /* ---- the broker --------------------------------------------------------- */
 
+/* Connections the worker must visit at the end of a pass. The array handed
+ * out for one pass is kept and reused as the next one, so a busy hub does
+ * not allocate a list per pass. */
+typedef struct conn_list {
+    broker_conn **v;
+    size_t n, cap;
+    broker_conn **handed; /* what conn_list_hand returned last */
+    size_t handed_cap;
+} conn_list;
+
 struct broker {
     broker_config cfg;
     broker_limits lim;
@@ -237,14 +247,8 @@ struct broker {
     tree *retained; /* topic -> msg */
     timer_heap timers;
     broker_conn *conns; /* all live connections */
-    broker_conn **dirty;
-    size_t ndirty, dirty_cap;
-    broker_conn **closing;
-    size_t nclosing, closing_cap;
-    broker_conn **handed_dirty; /* the list broker_dirty handed out last */
-    size_t handed_dirty_cap;
-    broker_conn **handed_closing;
-    size_t handed_closing_cap;
+    conn_list dirty;    /* output to write this pass */
+    conn_list closing;  /* to close after this pass */
     bool freeing; /* broker_free: change memory only, not the store */
     bool in_txn;
     bool store_failed;
@@ -256,9 +260,8 @@ struct broker {
     broker_relay relay;    /* all zero with one worker */
     bool relayed;          /* relay.forward is set */
     uint64_t pass;         /* current loop pass, from 1 */
-    broker_conn **holding; /* conns with held acks */
+    conn_list holding;     /* conns with held acks */
     hmap unmatched;        /* gid -> held_ack still saying 0x10 */
-    size_t nholding, holding_cap;
     broker_stats stats;
 };
 
@@ -297,6 +300,9 @@ void session_enqueue(broker *b, session *s, msg *m, uint8_t qos, bool retain,
                      const uint32_t *sub_ids, size_t nsub_ids, uint64_t now);
 void session_pump(broker *b, session *s, uint64_t now);
 void session_resend(broker *b, session *s, uint64_t now);
+/* Put d last in s's queue and count it in s->queued (s->inflight is the
+ * caller's to count). */
+void queue_append(session *s, delivery *d);
 void delivery_free(broker *b, session *s, delivery *d, bool from_store);
 /* durable: write the store (one worker, or the retained authority). */
 void retain_set(broker *b, msg *m, bool durable);

@@ -72,8 +72,8 @@ void send_publish_ack(broker *b, broker_conn *c, uint8_t type, uint16_t packet_i
 void broker_release_acks(broker *b, uint64_t through, bool ok)
 {
     size_t keep = 0;
-    for (size_t i = 0; i < b->nholding; i++) {
-        broker_conn *c = b->holding[i];
+    for (size_t i = 0; i < b->holding.n; i++) {
+        broker_conn *c = b->holding.v[i];
         bool lost = false;
         while (c->held && c->held->pass <= through) {
             held_ack *h = c->held;
@@ -94,11 +94,11 @@ void broker_release_acks(broker *b, uint64_t through, bool ok)
             conn_close(b, c, 0, NULL);
         }
         if (c->held)
-            b->holding[keep++] = c;
+            b->holding.v[keep++] = c;
         else
             c->holding_listed = false;
     }
-    b->nholding = keep;
+    b->holding.n = keep;
 }
 
 void broker_ack_matched(broker *b, uint64_t gid)
@@ -666,6 +666,12 @@ void session_enqueue(broker *b, session *s, msg *m, uint8_t qos, bool retain,
         if (!d->stored)
             msg_release_durable(b, m);
     }
+    queue_append(s, d);
+    s->route_delivery = d;
+}
+
+void queue_append(session *s, delivery *d)
+{
     if (s->queue_tail)
         s->queue_tail->next = d;
     else
@@ -674,7 +680,6 @@ void session_enqueue(broker *b, session *s, msg *m, uint8_t qos, bool retain,
     if (!s->send_next)
         s->send_next = d;
     s->queued++;
-    s->route_delivery = d;
 }
 
 static void pid_mark(session *s, uint16_t id, bool used);

@@ -4,6 +4,8 @@
  */
 #include "alert.h"
 
+#include "utf8clip.h"
+
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -98,15 +100,7 @@ void alert_init(alert *a, alert_kind kind, alert_state state, int64_t time_ms, c
     a->kind = kind;
     a->state = state;
     a->time_ms = time_ms;
-    size_t n = subject ? strlen(subject) : 0;
-    if (n > ALERT_SUBJECT_MAX) {
-        n = ALERT_SUBJECT_MAX;
-        while (n > 0 && ((unsigned char)subject[n] & 0xc0) == 0x80)
-            n--;
-    }
-    if (n)
-        memcpy(a->subject, subject, n);
-    a->subject[n] = '\0';
+    utf8_clip_copy(a->subject, ALERT_SUBJECT_MAX, subject);
     memcpy(a->details, "{}", 3);
 }
 

@@ -32,6 +32,7 @@
 #include "pki.h"
 #include "refusals.h"
 #include "registry.h"
+#include "utf8clip.h"
 #include "waiter.h"
 
 #define PATH_MAX_LEN        4096
@@ -132,19 +133,6 @@ mlog(monitor *m, bool error, const char *fmt, ...)
     m->cfg.log(m->cfg.log_ctx, error, msg);
 }
 
-static void clip(char *buf, size_t max, const char *s)
-{
-    size_t n = s ? strlen(s) : 0;
-    if (n > max) {
-        n = max;
-        while (n > 0 && ((unsigned char)s[n] & 0xc0) == 0x80)
-            n--;
-    }
-    if (n)
-        memcpy(buf, s, n);
-    buf[n] = '\0';
-}
-
 static bool make_path(char *buf, const char *dir, const char *name)
 {
     int n = name[0] == '/' ? snprintf(buf, PATH_MAX_LEN, "%s", name)
@@ -207,10 +195,10 @@ static void push_audit(monitor *m, const audit_record *rec, json_t *details)
     }
     pending_audit *p = &m->uq[(m->uq_head + m->uq_len) % m->uq_cap];
     p->time = rec->time;
-    clip(p->actor, AUDIT_ACTOR_MAX, rec->actor);
-    clip(p->action, AUDIT_ACTION_MAX, rec->action);
-    clip(p->subject, AUDIT_SUBJECT_MAX, rec->subject);
-    clip(p->outcome, AUDIT_OUTCOME_MAX, rec->outcome);
+    utf8_clip_copy(p->actor, AUDIT_ACTOR_MAX, rec->actor);
+    utf8_clip_copy(p->action, AUDIT_ACTION_MAX, rec->action);
+    utf8_clip_copy(p->subject, AUDIT_SUBJECT_MAX, rec->subject);
+    utf8_clip_copy(p->outcome, AUDIT_OUTCOME_MAX, rec->outcome);
     p->details = details;
     m->uq_len++;
 }
@@ -738,7 +726,7 @@ static int collect_device(void *ctx, const registry_principal *p)
         l->intervals = iv;
         l->cap = cap;
     }
-    clip(l->ids[l->n], LIVENESS_ID_MAX, p->id);
+    utf8_clip_copy(l->ids[l->n], LIVENESS_ID_MAX, p->id);
     l->intervals[l->n] = 0;
     l->n++;
     return 0;
@@ -777,7 +765,7 @@ static int collect_open(void *ctx, const alert_row *r)
     open_ctx *c = ctx;
     if (strncmp(r->subject, "device:", 7) != 0 || c->n == c->cap)
         return 0;
-    clip(c->ids[c->n++], LIVENESS_ID_MAX, r->subject + 7);
+    utf8_clip_copy(c->ids[c->n++], LIVENESS_ID_MAX, r->subject + 7);
     return 0;
 }
 
@@ -904,7 +892,7 @@ static void cert_verdict(monitor *m, const char *subject, int64_t not_after, int
     if (soon && !mark) {
         mark = calloc(1, sizeof *mark);
         if (mark) {
-            clip(mark->subject, ALERT_SUBJECT_MAX, subject);
+            utf8_clip_copy(mark->subject, ALERT_SUBJECT_MAX, subject);
             mark->gen = m->cert_gen;
             if (!hmap_put(&m->certs, (const uint8_t *)mark->subject, strlen(mark->subject), mark)) {
                 free(mark);
@@ -973,7 +961,7 @@ static int collect_cert_alert(void *ctx, const alert_row *r)
     cert_mark *mark = calloc(1, sizeof *mark);
     if (!mark)
         return 1;
-    clip(mark->subject, ALERT_SUBJECT_MAX, r->subject);
+    utf8_clip_copy(mark->subject, ALERT_SUBJECT_MAX, r->subject);
     mark->gen = m->cert_gen;
     if (hmap_get(&m->certs, (const uint8_t *)mark->subject, strlen(mark->subject)) ||
         !hmap_put(&m->certs, (const uint8_t *)mark->subject, strlen(mark->subject), mark))

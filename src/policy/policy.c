@@ -25,6 +25,7 @@
 
 #include "internal.h"
 #include "policy.h"
+#include "utf8clip.h"
 
 /* A line longer than this is refused (POLICY_ERR_LIMIT): a statement is two
  * keywords and a filter of at most POLICY_MAX_FILTER bytes, and a comment
@@ -140,13 +141,7 @@ static policy_status fail(struct parser *pr, policy_status st, const char *fmt, 
  * before a UTF-8 continuation byte so the message stays valid UTF-8. */
 static int quote_len(codec_bytes t)
 {
-    size_t n = t.len;
-    if (n > QUOTE_MAX) {
-        n = QUOTE_MAX;
-        while (n > 0 && (t.ptr[n] & 0xC0) == 0x80)
-            n--;
-    }
-    return (int)n;
+    return (int)utf8_clip_len(t.ptr, t.len, QUOTE_MAX);
 }
 
 #define QUOTE(t) quote_len(t), (const char *)(t).ptr

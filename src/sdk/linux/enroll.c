@@ -26,32 +26,9 @@
 
 #include <moat/linux.h>
 
+#include "errtext.h"
+
 #define ENROLL_MAX_FILE (64 * 1024)
-
-#if defined(__GNUC__) || defined(__clang__)
-__attribute__((format(printf, 3, 4)))
-#endif
-static void
-put_err(char *err, size_t errlen, const char *fmt, ...)
-{
-    if (!err || !errlen)
-        return;
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(err, errlen, fmt, ap);
-    va_end(ap);
-}
-
-static const char *ssl_reason(char *buf, size_t len)
-{
-    unsigned long e = ERR_peek_last_error();
-    if (e)
-        ERR_error_string_n(e, buf, len);
-    else
-        snprintf(buf, len, "no detail");
-    ERR_clear_error();
-    return buf;
-}
 
 /* Write data to path through path.tmp (mode), fsync, then rename — or, with
  * no_replace, link(2), which fails rather than replace an existing file:
@@ -62,12 +39,12 @@ static moat_status write_file(const char *path, const void *data, size_t len, mo
     char tmp[4200];
     int n = snprintf(tmp, sizeof(tmp), "%s.tmp", path);
     if (n < 0 || (size_t)n >= sizeof(tmp)) {
-        put_err(err, errlen, "file name too long: %s", path);
+        errtext_put(err, errlen, "file name too long: %s", path);
         return MOAT_ERR_ARG;
     }
     int fd = open(tmp, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC | O_NOFOLLOW, mode);
     if (fd < 0) {
-        put_err(err, errlen, "create %s: %s", tmp, strerror(errno));
+        errtext_put(err, errlen, "create %s: %s", tmp, strerror(errno));
         return MOAT_ERR_IO;
     }
     const uint8_t *p = data;
@@ -94,7 +71,7 @@ static moat_status write_file(const char *path, const void *data, size_t len, mo
     }
     if (e) {
         unlink(tmp);
-        put_err(err, errlen, "write %s: %s", path, strerror(e));
+        errtext_put(err, errlen, "write %s: %s", path, strerror(e));
         return MOAT_ERR_IO;
     }
     return MOAT_OK;
@@ -125,12 +102,12 @@ moat_status moat_linux_enroll_request(const char *key_path, const char *csr_path
     bool key_written = false;
 
     if (!key_path || !csr_path) {
-        put_err(err, errlen, "enroll needs a key path and a CSR path");
+        errtext_put(err, errlen, "enroll needs a key path and a CSR path");
         return MOAT_ERR_ARG;
     }
     struct stat sb;
     if (lstat(key_path, &sb) == 0) {
-        put_err(err, errlen, "%s exists: a device key is never replaced", key_path);
+        errtext_put(err, errlen, "%s exists: a device key is never replaced", key_path);
         return MOAT_ERR_STATE;
     }
     pk = EVP_EC_gen("P-256");
@@ -139,12 +116,12 @@ moat_status moat_linux_enroll_request(const char *key_path, const char *csr_path
     cb = BIO_new(BIO_s_mem());
     if (!pk || !req || !kb || !cb || X509_REQ_set_version(req, 0) != 1 ||
         X509_REQ_set_pubkey(req, pk) != 1 || X509_REQ_sign(req, pk, EVP_sha256()) <= 0) {
-        put_err(err, errlen, "make key and CSR: %s", ssl_reason(why, sizeof(why)));
+        errtext_put(err, errlen, "make key and CSR: %s", errtext_ssl(why, sizeof(why)));
         goto out;
     }
     if (PEM_write_bio_PrivateKey(kb, pk, NULL, NULL, 0, NULL, NULL) != 1 ||
         PEM_write_bio_X509_REQ(cb, req) != 1) {
-        put_err(err, errlen, "encode key and CSR: %s", ssl_reason(why, sizeof(why)));
+        errtext_put(err, errlen, "encode key and CSR: %s", errtext_ssl(why, sizeof(why)));
         goto out;
     }
     if (bio_text(kb, &text, &len) != MOAT_OK ||
@@ -179,14 +156,14 @@ static X509 *read_cert(const char *path, char *err, size_t errlen)
     char why[160];
     FILE *f = fopen(path, "rb");
     if (!f) {
-        put_err(err, errlen, "%s: %s", path, strerror(errno));
+        errtext_put(err, errlen, "%s: %s", path, strerror(errno));
         return NULL;
     }
     uint8_t *buf = malloc(ENROLL_MAX_FILE);
     size_t n = buf ? fread(buf, 1, ENROLL_MAX_FILE, f) : 0;
     fclose(f);
     if (!buf || n == ENROLL_MAX_FILE) {
-        put_err(err, errlen, "%s: larger than %d bytes", path, ENROLL_MAX_FILE);
+        errtext_put(err, errlen, "%s: larger than %d bytes", path, ENROLL_MAX_FILE);
         free(buf);
         return NULL;
     }
@@ -200,7 +177,7 @@ static X509 *read_cert(const char *path, char *err, size_t errlen)
     }
     free(buf);
     if (!x)
-        put_err(err, errlen, "%s: not a certificate (%s)", path, ssl_reason(why, sizeof(why)));
+        errtext_put(err, errlen, "%s: not a certificate (%s)", path, errtext_ssl(why, sizeof(why)));
     return x;
 }
 
@@ -211,13 +188,13 @@ static moat_status cert_cn(X509 *x, char *id, size_t cap, char *err, size_t errl
     int i = name ? X509_NAME_get_index_by_NID(name, NID_commonName, -1) : -1;
     ASN1_STRING *s = i >= 0 ? X509_NAME_ENTRY_get_data(X509_NAME_get_entry(name, i)) : NULL;
     if (!s) {
-        put_err(err, errlen, "the certificate names no device (no CN)");
+        errtext_put(err, errlen, "the certificate names no device (no CN)");
         return MOAT_ERR_AUTH;
     }
     const unsigned char *d = ASN1_STRING_get0_data(s);
     int n = ASN1_STRING_length(s);
     if (n <= 0 || n > 64) {
-        put_err(err, errlen, "the certificate's CN is not a device id");
+        errtext_put(err, errlen, "the certificate's CN is not a device id");
         return MOAT_ERR_AUTH;
     }
     for (int k = 0; k < n; k++) {
@@ -225,13 +202,13 @@ static moat_status cert_cn(X509 *x, char *id, size_t cap, char *err, size_t errl
         bool ok = (ch >= 'a' && ch <= 'z') || (ch >= 'A' && ch <= 'Z') ||
                   (ch >= '0' && ch <= '9') || ch == '-' || ch == '_' || ch == '.';
         if (!ok) {
-            put_err(err, errlen, "the certificate's CN is not a device id");
+            errtext_put(err, errlen, "the certificate's CN is not a device id");
             return MOAT_ERR_AUTH;
         }
     }
     if (id) {
         if ((size_t)n >= cap) {
-            put_err(err, errlen, "device id longer than %zu bytes", cap ? cap - 1 : 0);
+            errtext_put(err, errlen, "device id longer than %zu bytes", cap ? cap - 1 : 0);
             return MOAT_ERR_SPACE;
         }
         memcpy(id, d, (size_t)n);
@@ -259,19 +236,19 @@ static moat_status check_chain(X509 *x, const char *ca_path, char *err, size_t e
     X509_STORE_CTX *sc = X509_STORE_CTX_new();
     if (!store || !sc || X509_STORE_load_file(store, ca_path) != 1) {
         char why[160];
-        put_err(err, errlen, "CA %s: %s", ca_path, ssl_reason(why, sizeof(why)));
+        errtext_put(err, errlen, "CA %s: %s", ca_path, errtext_ssl(why, sizeof(why)));
         rc = MOAT_ERR_IO;
         goto out;
     }
     if (X509_STORE_CTX_init(sc, store, x, NULL) != 1 ||
         X509_STORE_CTX_set_purpose(sc, X509_PURPOSE_SSL_CLIENT) != 1) {
-        put_err(err, errlen, "cannot check the certificate");
+        errtext_put(err, errlen, "cannot check the certificate");
         rc = MOAT_ERR_IO;
         goto out;
     }
     if (X509_verify_cert(sc) != 1) {
-        put_err(err, errlen, "the certificate does not verify against %s: %s", ca_path,
-                X509_verify_cert_error_string(X509_STORE_CTX_get_error(sc)));
+        errtext_put(err, errlen, "the certificate does not verify against %s: %s", ca_path,
+                    X509_verify_cert_error_string(X509_STORE_CTX_get_error(sc)));
         goto out;
     }
     rc = MOAT_OK;
@@ -292,11 +269,11 @@ moat_status moat_linux_enroll_install(const char *cert_in, const char *key_path,
     BIO *b = NULL;
     moat_linux_key key;
     if (!cert_in || !key_path || !ca_path || !cert_out) {
-        put_err(err, errlen, "install needs the certificate, key, CA and output paths");
+        errtext_put(err, errlen, "install needs the certificate, key, CA and output paths");
         return MOAT_ERR_ARG;
     }
     if ((rc = moat_linux_key_file(&key, key_path)) != MOAT_OK) {
-        put_err(err, errlen, "key path too long");
+        errtext_put(err, errlen, "key path too long");
         return rc;
     }
     x = read_cert(cert_in, err, errlen);
@@ -309,7 +286,7 @@ moat_status moat_linux_enroll_install(const char *cert_in, const char *key_path,
         goto out;
     if (X509_check_private_key(x, vpk) != 1) {
         ERR_clear_error();
-        put_err(err, errlen, "the certificate is not for the key in %s", key_path);
+        errtext_put(err, errlen, "the certificate is not for the key in %s", key_path);
         rc = MOAT_ERR_AUTH;
         goto out;
     }
@@ -320,7 +297,7 @@ moat_status moat_linux_enroll_install(const char *cert_in, const char *key_path,
     size_t len;
     b = BIO_new(BIO_s_mem());
     if (!b || PEM_write_bio_X509(b, x) != 1 || bio_text(b, &text, &len) != MOAT_OK) {
-        put_err(err, errlen, "cannot encode the certificate");
+        errtext_put(err, errlen, "cannot encode the certificate");
         rc = MOAT_ERR_IO;
         goto out;
     }

@@ -43,6 +43,8 @@
 
 #include <moat/linux.h>
 
+#include "errtext.h"
+
 #define TLS_DEFAULT_PADDING      256u
 #define TLS_DEFAULT_HANDSHAKE_MS 15000u
 #define TLS_HOST_MAX             255u
@@ -71,20 +73,6 @@ static uint64_t mono_ms(void)
 }
 
 #if defined(__GNUC__) || defined(__clang__)
-__attribute__((format(printf, 3, 4)))
-#endif
-static void
-put_err(char *err, size_t errlen, const char *fmt, ...)
-{
-    if (!err || !errlen)
-        return;
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(err, errlen, fmt, ap);
-    va_end(ap);
-}
-
-#if defined(__GNUC__) || defined(__clang__)
 __attribute__((format(printf, 2, 3)))
 #endif
 static void
@@ -96,18 +84,6 @@ set_err(moat_linux_tls *t, const char *fmt, ...)
     va_end(ap);
 }
 
-/* OpenSSL's last error as text, and the queue cleared. */
-static const char *ssl_reason(char *buf, size_t len)
-{
-    unsigned long e = ERR_peek_last_error();
-    if (e)
-        ERR_error_string_n(e, buf, len);
-    else
-        snprintf(buf, len, "no detail");
-    ERR_clear_error();
-    return buf;
-}
-
 /* ---- keys ----------------------------------------------------------------- */
 
 static moat_status file_key_load(void *ctx, void **out, char *err, size_t errlen)
@@ -117,33 +93,33 @@ static moat_status file_key_load(void *ctx, void **out, char *err, size_t errlen
     FILE *f = NULL;
     int fd = open(key->path, O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
     if (fd < 0) {
-        put_err(err, errlen, "key %s: %s", key->path, strerror(errno));
+        errtext_put(err, errlen, "key %s: %s", key->path, strerror(errno));
         goto out;
     }
     struct stat sb;
     if (fstat(fd, &sb) != 0 || !S_ISREG(sb.st_mode)) {
-        put_err(err, errlen, "key %s: not a regular file", key->path);
+        errtext_put(err, errlen, "key %s: not a regular file", key->path);
         goto out;
     }
     /* Checked on the open descriptor, so the file cannot be swapped between
      * the check and the read. */
     if (sb.st_mode & (S_IRWXG | S_IRWXO)) {
-        put_err(err, errlen, "key %s: mode %04o lets group or others read it; chmod 600", key->path,
-                (unsigned)(sb.st_mode & 07777));
+        errtext_put(err, errlen, "key %s: mode %04o lets group or others read it; chmod 600",
+                    key->path, (unsigned)(sb.st_mode & 07777));
         rc = MOAT_ERR_AUTH;
         goto out;
     }
     f = fdopen(fd, "r");
     if (!f) {
-        put_err(err, errlen, "key %s: %s", key->path, strerror(errno));
+        errtext_put(err, errlen, "key %s: %s", key->path, strerror(errno));
         goto out;
     }
     fd = -1;
     EVP_PKEY *pk = PEM_read_PrivateKey(f, NULL, NULL, NULL);
     if (!pk) {
         char why[160];
-        put_err(err, errlen, "key %s: not a PEM private key (%s)", key->path,
-                ssl_reason(why, sizeof(why)));
+        errtext_put(err, errlen, "key %s: not a PEM private key (%s)", key->path,
+                    errtext_ssl(why, sizeof(why)));
         goto out;
     }
     *out = pk;
@@ -178,12 +154,12 @@ moat_status moat_linux_tls_new(moat_linux_tls **out, const moat_linux_tls_config
     moat_linux_tls *t = NULL;
     *out = NULL;
     if (!cfg || !cfg->ca_file || !cfg->cert_file || !cfg->key || !cfg->key->load) {
-        put_err(err, errlen, "TLS needs a CA file, a certificate and a key");
+        errtext_put(err, errlen, "TLS needs a CA file, a certificate and a key");
         return MOAT_ERR_ARG;
     }
     t = calloc(1, sizeof(*t));
     if (!t) {
-        put_err(err, errlen, "out of memory");
+        errtext_put(err, errlen, "out of memory");
         return MOAT_ERR_IO;
     }
     t->fd = -1;
@@ -192,17 +168,18 @@ moat_status moat_linux_tls_new(moat_linux_tls **out, const moat_linux_tls_config
     t->ctx = SSL_CTX_new(TLS_client_method());
     if (!t->ctx || !SSL_CTX_set_min_proto_version(t->ctx, TLS1_3_VERSION) ||
         !SSL_CTX_set_max_proto_version(t->ctx, TLS1_3_VERSION)) {
-        put_err(err, errlen, "TLS setup: %s", ssl_reason(why, sizeof(why)));
+        errtext_put(err, errlen, "TLS setup: %s", errtext_ssl(why, sizeof(why)));
         goto out;
     }
     /* The hub CA and nothing else (no SSL_CTX_set_default_verify_paths). */
     if (SSL_CTX_load_verify_file(t->ctx, cfg->ca_file) != 1) {
-        put_err(err, errlen, "CA %s: %s", cfg->ca_file, ssl_reason(why, sizeof(why)));
+        errtext_put(err, errlen, "CA %s: %s", cfg->ca_file, errtext_ssl(why, sizeof(why)));
         goto out;
     }
     SSL_CTX_set_verify(t->ctx, SSL_VERIFY_PEER, NULL);
     if (SSL_CTX_use_certificate_chain_file(t->ctx, cfg->cert_file) != 1) {
-        put_err(err, errlen, "certificate %s: %s", cfg->cert_file, ssl_reason(why, sizeof(why)));
+        errtext_put(err, errlen, "certificate %s: %s", cfg->cert_file,
+                    errtext_ssl(why, sizeof(why)));
         goto out;
     }
     void *vpk = NULL;
@@ -214,13 +191,14 @@ moat_status moat_linux_tls_new(moat_linux_tls **out, const moat_linux_tls_config
     }
     rc = MOAT_ERR_IO;
     if (SSL_CTX_use_PrivateKey(t->ctx, pk) != 1 || SSL_CTX_check_private_key(t->ctx) != 1) {
-        put_err(err, errlen, "key does not match certificate %s: %s", cfg->cert_file,
-                ssl_reason(why, sizeof(why)));
+        errtext_put(err, errlen, "key does not match certificate %s: %s", cfg->cert_file,
+                    errtext_ssl(why, sizeof(why)));
         goto out;
     }
     size_t pad = cfg->record_padding ? cfg->record_padding : TLS_DEFAULT_PADDING;
     if (pad > 1 && SSL_CTX_set_block_padding(t->ctx, pad) != 1) {
-        put_err(err, errlen, "record padding %zu refused: %s", pad, ssl_reason(why, sizeof(why)));
+        errtext_put(err, errlen, "record padding %zu refused: %s", pad,
+                    errtext_ssl(why, sizeof(why)));
         goto out;
     }
     /* Every connection runs the full handshake (no tickets kept), as the hub
@@ -305,7 +283,7 @@ static moat_status start_tls(moat_linux_tls *t)
     char why[160];
     t->ssl = SSL_new(t->ctx);
     if (!t->ssl || SSL_set_fd(t->ssl, t->fd) != 1) {
-        set_err(t, "SSL_new: %s", ssl_reason(why, sizeof(why)));
+        set_err(t, "SSL_new: %s", errtext_ssl(why, sizeof(why)));
         return fail(t, MOAT_ERR_IO);
     }
     SSL_set_connect_state(t->ssl);
@@ -345,7 +323,7 @@ static moat_status handshake(moat_linux_tls *t)
         ERR_clear_error();
         return fail(t, MOAT_ERR_AUTH);
     }
-    set_err(t, "TLS handshake with %s: %s", t->host, ssl_reason(why, sizeof(why)));
+    set_err(t, "TLS handshake with %s: %s", t->host, errtext_ssl(why, sizeof(why)));
     return fail(t, MOAT_ERR_IO);
 }
 
@@ -424,7 +402,7 @@ static long tls_send(void *ctx, const uint8_t *buf, size_t len)
     if (e == SSL_ERROR_ZERO_RETURN)
         return MOAT_ERR_CLOSED;
     set_err(t, "write: %s",
-            e == SSL_ERROR_SYSCALL && errno ? strerror(errno) : ssl_reason(why, sizeof(why)));
+            e == SSL_ERROR_SYSCALL && errno ? strerror(errno) : errtext_ssl(why, sizeof(why)));
     ERR_clear_error();
     return MOAT_ERR_IO;
 }
@@ -459,7 +437,7 @@ static long tls_recv(void *ctx, uint8_t *buf, size_t cap)
         set_err(t, "connection lost%s%s", errno ? ": " : "", errno ? strerror(errno) : "");
         return MOAT_ERR_CLOSED;
     }
-    set_err(t, "read: %s", ssl_reason(why, sizeof(why)));
+    set_err(t, "read: %s", errtext_ssl(why, sizeof(why)));
     return MOAT_ERR_IO;
 }
 
