@@ -24,7 +24,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 
-import rawmqtt as rm
+import mqttwire as mw
 
 ALERT_WATCHER = ("allow connect\n"
                  "allow subscribe $moat/alerts/#\n"
@@ -152,8 +152,8 @@ def mqtt_alert(client, pred, timeout=15.0):
 
 
 def device(hub, dev):
-    c = rm.RawClient.open(hub, dev)
-    c.mqtt_connect(dev.id)
+    c = mw.RawClient.open(hub, dev)
+    c.connect(dev.id)
     return c
 
 
@@ -167,8 +167,8 @@ def test_a_silent_device_raises_an_alert_that_reaches_webhook_and_service(hub, r
     hub.start()
     ops = subscribe_alerts(hub, svc)
     d = device(hub, dev)
-    d.send(rm.publish(f"moat/{dev.id}/up/temp", b"20", qos=1, pid=1))
-    d.expect(rm.PUBACK)
+    d.publish(f"moat/{dev.id}/up/temp", b"20", qos=1, pid=1)
+    d.expect(mw.PUBACK)
     t0 = time.monotonic()
     # ... and then it says nothing (still connected: it just stopped publishing).
     subject = f"device:{dev.id}"
@@ -191,8 +191,8 @@ def test_a_silent_device_raises_an_alert_that_reaches_webhook_and_service(hub, r
     assert len([x for x in receiver.alerts() if is_alert("device_offline", "raise")(x)]) == 1
 
     # Its return clears it, on both paths.
-    d.send(rm.publish(f"moat/{dev.id}/up/temp", b"21", qos=1, pid=2))
-    d.expect(rm.PUBACK)
+    d.publish(f"moat/{dev.id}/up/temp", b"21", qos=1, pid=2)
+    d.expect(mw.PUBACK)
     a, headers, body = receiver.wait_alert(is_alert("device_offline", "clear", subject))
     assert verify(key, headers, body) and a["details"].get("back") is True
     mqtt_alert(ops, is_alert("device_offline", "clear", subject))
@@ -207,8 +207,8 @@ def test_a_device_cannot_subscribe_to_alerts(hub):
     dev = hub.add_device()
     hub.start()
     d = device(hub, dev)
-    d.send(rm.subscribe(1, [("$moat/alerts/#", 1)]))
-    assert d.expect(rm.SUBACK).reasons == [0x87]
+    d.send_subscribe([("$moat/alerts/#", 1)], pid=1)
+    assert d.expect(mw.SUBACK).reasons == [0x87]
     d.close()
 
 
@@ -220,10 +220,10 @@ def test_clean_disconnect_and_lost_connection_are_told_apart(hub, receiver):
     a = device(hub, clean)
     b = device(hub, lost)
     for c, d in ((a, clean), (b, lost)):
-        c.send(rm.publish(f"moat/{d.id}/up/temp", b"1", qos=1, pid=1))
-        c.expect(rm.PUBACK)
+        c.publish(f"moat/{d.id}/up/temp", b"1", qos=1, pid=1)
+        c.expect(mw.PUBACK)
     t0 = time.monotonic()
-    a.disconnect()  # MQTT DISCONNECT: it said goodbye
+    a.disconnect_and_wait()  # MQTT DISCONNECT: it said goodbye
     b.close()       # the socket just goes: no DISCONNECT, the will would be published
     got_lost, _, _ = receiver.wait_alert(is_alert("device_offline", "raise", f"device:{lost.id}"))
     t_lost = time.monotonic() - t0
@@ -283,12 +283,12 @@ def test_a_burst_of_refused_handshakes_raises_handshake_burst(hub, receiver, tmp
         ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
         ctx.load_verify_locations(f"{hub.dir}/ca.crt")
         ctx.load_cert_chain(cert, ckey)
-        s = rm.tcp(hub.port)
+        s = mw.tcp(hub.port)
         try:
             t = ctx.wrap_socket(s, server_hostname="127.0.0.1")
             # TLS 1.3: the client learns of the refusal on its first read.
             t.settimeout(3)
-            t.sendall(rm.connect("intruder"))
+            t.sendall(mw.encode_connect("intruder"))
             data = t.recv(100)
             assert not data
         except (ssl.SSLError, ConnectionError, OSError):
@@ -321,8 +321,8 @@ def test_refused_publishes_are_audited_and_the_log_still_verifies(hub, receiver)
     hub.start()
     d = device(hub, dev)
     for pid in range(1, 6):  # another device's topic: refused by the default policy
-        d.send(rm.publish(f"moat/{other.id}/up/temp", b"forged", qos=1, pid=pid))
-        assert d.expect(rm.PUBACK).reason == 0x87
+        d.publish(f"moat/{other.id}/up/temp", b"forged", qos=1, pid=pid)
+        assert d.expect(mw.PUBACK).reason == 0x87
     a, _, _ = receiver.wait_alert(is_alert("refused_publish_burst", "event",
                                            f"device:{dev.id}"))
     assert a["details"]["count"] >= 4
@@ -402,12 +402,12 @@ def test_telemetry_store_failure_alerts_and_the_hub_keeps_serving(hub, receiver)
     hub.start()
     sub = subscribe_alerts(hub, ops)
     d = device(hub, dev)
-    d.send(rm.publish(f"moat/{dev.id}/up/temp", b"before", qos=1, pid=1))
-    d.expect(rm.PUBACK)
+    d.publish(f"moat/{dev.id}/up/temp", b"before", qos=1, pid=1)
+    d.expect(mw.PUBACK)
     lock = sqlite3.connect(f"{hub.dir}/telemetry.db", isolation_level=None, timeout=1)
     try:
         lock.execute("BEGIN IMMEDIATE")
-        d.send(rm.publish(f"moat/{dev.id}/up/temp", b"during", qos=1, pid=2))
+        d.publish(f"moat/{dev.id}/up/temp", b"during", qos=1, pid=2)
         a, headers, body = receiver.wait_alert(is_alert("store_failure", "raise", "hub"),
                                                timeout=12)
         assert verify(key, headers, body) and a["severity"] == "critical"
@@ -415,7 +415,7 @@ def test_telemetry_store_failure_alerts_and_the_hub_keeps_serving(hub, receiver)
         mqtt_alert(sub, is_alert("store_failure", "raise", "hub"))
         hub.wait_log(r"TELEMETRY STORE FAILED: .*telemetry\.db")
         # Not acknowledged: the publisher is closed without a PUBACK.
-        assert [p for p in d.until_closed(5) if p.type == rm.PUBACK] == []
+        assert [p for p in d.wait_closed(5) if p.type == mw.PUBACK] == []
         # Other traffic still flows while the store is down.
         t = hub.paho(talker)
         probe = hub.paho(listener)
@@ -432,8 +432,8 @@ def test_telemetry_store_failure_alerts_and_the_hub_keeps_serving(hub, receiver)
     # The device sends it again; now it is stored and acknowledged, and the
     # alert clears.
     d = device(hub, dev)
-    d.send(rm.publish(f"moat/{dev.id}/up/temp", b"during", qos=1, pid=2))
-    assert d.expect(rm.PUBACK, timeout=10).pid == 2
+    d.publish(f"moat/{dev.id}/up/temp", b"during", qos=1, pid=2)
+    assert d.expect(mw.PUBACK, timeout=10).packet_id == 2
     receiver.wait_alert(is_alert("store_failure", "clear", "hub"))
     d.close()
     assert [r["payload"] for r in readings(hub, dev)] == ["before", "during"]
@@ -474,9 +474,8 @@ def test_disk_full_alerts_keeps_serving_and_loses_nothing_acknowledged(hub, rece
         d = device(hub, dev)
         acked = []
         for i in range(20):
-            d.send(rm.publish(f"moat/{dev.id}/up/temp", b"%d" % i + b"x" * 2000, qos=1,
-                              pid=i + 1))
-            assert d.expect(rm.PUBACK).pid == i + 1
+            d.publish(f"moat/{dev.id}/up/temp", b"%d" % i + b"x" * 2000, qos=1, pid=i + 1)
+            assert d.expect(mw.PUBACK).packet_id == i + 1
             acked.append(i)
         # Fill the file system to the last byte.
         filler = os.path.join(hub.dir, "filler")
@@ -488,14 +487,14 @@ def test_disk_full_alerts_keeps_serving_and_loses_nothing_acknowledged(hub, rece
             except OSError:
                 pass
         big = b"B" * 200000
-        d.send(rm.publish(f"moat/{dev.id}/up/temp", big, qos=1, pid=100))
+        d.publish(f"moat/{dev.id}/up/temp", big, qos=1, pid=100)
         a, headers, body = receiver.wait_alert(is_alert("store_failure", "raise", "hub"),
                                                timeout=10)
         assert verify(key, headers, body)
         assert "full" in a["details"]["error"].lower(), a
         mqtt_alert(sub, is_alert("store_failure", "raise", "hub"))
         hub.wait_log(r"TELEMETRY STORE FAILED: .*full")
-        assert [p for p in d.until_closed(5) if p.type == rm.PUBACK] == []
+        assert [p for p in d.wait_closed(5) if p.type == mw.PUBACK] == []
         # Still serving.
         t, probe = hub.paho(talker), hub.paho(listener)
         probe.subscribe("ops/ping", qos=1)
@@ -508,8 +507,8 @@ def test_disk_full_alerts_keeps_serving_and_loses_nothing_acknowledged(hub, rece
         # Space comes back: the device sends again and it is kept.
         os.unlink(filler)
         d = device(hub, dev)
-        d.send(rm.publish(f"moat/{dev.id}/up/temp", big, qos=1, pid=100))
-        assert d.expect(rm.PUBACK, timeout=10).pid == 100
+        d.publish(f"moat/{dev.id}/up/temp", big, qos=1, pid=100)
+        assert d.expect(mw.PUBACK, timeout=10).packet_id == 100
         d.close()
         sub.disconnect()
         got = readings(hub, dev)

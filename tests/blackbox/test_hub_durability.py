@@ -15,7 +15,7 @@ import time
 import paho.mqtt.client as mqtt
 import pytest
 
-import rawmqtt as rm
+import mqttwire as mw
 
 SVC_POLICY = "allow connect\nallow all t/#\n"
 
@@ -173,58 +173,58 @@ def test_qos2_outbound_inflight_resent_after_kill9(hub):
     PUBREL resent. Once completed, nothing is resent after another restart."""
     svc = hub.add_service("svc", SVC_POLICY)
     hub.start()
-    sub = rm.RawClient.open(hub, svc)
-    sub.mqtt_connect("svc/q2", clean=True, expiry=300)
-    sub.send(rm.subscribe(1, [("t/q2/#", 2)]))
-    assert sub.expect(rm.SUBACK).reasons == [2]
+    sub = mw.RawClient.open(hub, svc)
+    sub.connect("svc/q2", clean=True, expiry=300)
+    sub.send_subscribe([("t/q2/#", 2)], pid=1)
+    assert sub.expect(mw.SUBACK).reasons == [2]
 
-    pub = rm.RawClient.open(hub, svc)
-    pub.mqtt_connect("svc/pub")
+    pub = mw.RawClient.open(hub, svc)
+    pub.connect("svc/pub")
     for pid, payload in ((1, b"m1"), (2, b"m2")):
-        pub.send(rm.publish("t/q2/a", payload, qos=2, pid=pid))
-        assert pub.expect(rm.PUBREC).pid == pid
-        pub.send(rm.ack(rm.PUBREL, pid))
-        assert pub.expect(rm.PUBCOMP).pid == pid
+        pub.publish("t/q2/a", payload, qos=2, pid=pid)
+        assert pub.expect(mw.PUBREC).packet_id == pid
+        pub.ack(mw.PUBREL, pid)
+        assert pub.expect(mw.PUBCOMP).packet_id == pid
 
-    first = sub.expect(rm.PUBLISH)
-    second = sub.expect(rm.PUBLISH)
+    first = sub.expect(mw.PUBLISH)
+    second = sub.expect(mw.PUBLISH)
     assert (first.payload, first.qos, first.dup) == (b"m1", 2, False)
     assert (second.payload, second.qos, second.dup) == (b"m2", 2, False)
     # m1: no acknowledgement at all. m2: PUBREC, PUBREL received, no PUBCOMP.
-    sub.send(rm.ack(rm.PUBREC, second.pid))
-    assert sub.expect(rm.PUBREL).pid == second.pid
+    sub.ack(mw.PUBREC, second.packet_id)
+    assert sub.expect(mw.PUBREL).packet_id == second.packet_id
     # The PUBREL above already means the new state was committed; a ping
     # round trip makes sure nothing else from this client is pending.
-    sub.send(rm.PINGREQ_BYTES)
-    sub.expect(rm.PINGRESP)
+    sub.pingreq()
+    sub.expect(mw.PINGRESP)
 
     hub.kill9()
     sub.close()
     pub.close()
     hub.start()
 
-    sub = rm.RawClient.open(hub, svc)
-    ack = sub.mqtt_connect("svc/q2", clean=False, expiry=300)
+    sub = mw.RawClient.open(hub, svc)
+    ack = sub.connect("svc/q2", clean=False, expiry=300)
     assert ack.session_present
-    again = sub.expect(rm.PUBLISH)
-    assert (again.topic, again.payload, again.qos, again.dup, again.pid) == (
-        "t/q2/a", b"m1", 2, True, first.pid)
-    rel = sub.expect(rm.PUBREL)
-    assert rel.pid == second.pid
+    again = sub.expect(mw.PUBLISH)
+    assert (again.topic, again.payload, again.qos, again.dup, again.packet_id) == (
+        "t/q2/a", b"m1", 2, True, first.packet_id)
+    rel = sub.expect(mw.PUBREL)
+    assert rel.packet_id == second.packet_id
     # complete both flows
-    sub.send(rm.ack(rm.PUBREC, first.pid))
-    assert sub.expect(rm.PUBREL).pid == first.pid
-    sub.send(rm.ack(rm.PUBCOMP, first.pid))
-    sub.send(rm.ack(rm.PUBCOMP, second.pid))
-    sub.send(rm.PINGREQ_BYTES)
-    sub.expect(rm.PINGRESP)
+    sub.ack(mw.PUBREC, first.packet_id)
+    assert sub.expect(mw.PUBREL).packet_id == first.packet_id
+    sub.ack(mw.PUBCOMP, first.packet_id)
+    sub.ack(mw.PUBCOMP, second.packet_id)
+    sub.pingreq()
+    sub.expect(mw.PINGRESP)
     assert sub.quiet(0.3) == []
 
     hub.kill9()
     sub.close()
     hub.start()
-    sub = rm.RawClient.open(hub, svc)
-    assert sub.mqtt_connect("svc/q2", clean=False, expiry=300).session_present
+    sub = mw.RawClient.open(hub, svc)
+    assert sub.connect("svc/q2", clean=False, expiry=300).session_present
     assert sub.quiet(0.5) == [], "a completed QoS 2 flow was resent after a restart"
     sub.close()
 
@@ -236,35 +236,35 @@ def test_qos2_inbound_not_duplicated_after_kill9(hub):
     time (exactly once)."""
     svc = hub.add_service("svc", SVC_POLICY)
     hub.start()
-    sub = rm.RawClient.open(hub, svc)
-    sub.mqtt_connect("svc/sub", clean=True, expiry=300)
-    sub.send(rm.subscribe(1, [("t/x", 1)]))
-    assert sub.expect(rm.SUBACK).reasons == [1]
+    sub = mw.RawClient.open(hub, svc)
+    sub.connect("svc/sub", clean=True, expiry=300)
+    sub.send_subscribe([("t/x", 1)], pid=1)
+    assert sub.expect(mw.SUBACK).reasons == [1]
 
-    pub = rm.RawClient.open(hub, svc)
-    pub.mqtt_connect("svc/pub", clean=True, expiry=300)
-    pub.send(rm.publish("t/x", b"once", qos=2, pid=7))
-    assert pub.expect(rm.PUBREC).pid == 7
-    m = sub.expect(rm.PUBLISH)
+    pub = mw.RawClient.open(hub, svc)
+    pub.connect("svc/pub", clean=True, expiry=300)
+    pub.publish("t/x", b"once", qos=2, pid=7)
+    assert pub.expect(mw.PUBREC).packet_id == 7
+    m = sub.expect(mw.PUBLISH)
     assert m.payload == b"once"
-    sub.send(rm.ack(rm.PUBACK, m.pid))
-    sub.send(rm.PINGREQ_BYTES)
-    sub.expect(rm.PINGRESP)
+    sub.ack(mw.PUBACK, m.packet_id)
+    sub.pingreq()
+    sub.expect(mw.PINGRESP)
 
     hub.kill9()
     sub.close()
     pub.close()
     hub.start()
 
-    sub = rm.RawClient.open(hub, svc)
-    assert sub.mqtt_connect("svc/sub", clean=False, expiry=300).session_present
-    pub = rm.RawClient.open(hub, svc)
-    assert pub.mqtt_connect("svc/pub", clean=False, expiry=300).session_present
-    pub.send(rm.publish("t/x", b"once", qos=2, pid=7, dup=True))
-    assert pub.expect(rm.PUBREC).pid == 7
-    pub.send(rm.ack(rm.PUBREL, 7))
-    comp = pub.expect(rm.PUBCOMP)
-    assert (comp.pid, comp.reason) == (7, 0)
+    sub = mw.RawClient.open(hub, svc)
+    assert sub.connect("svc/sub", clean=False, expiry=300).session_present
+    pub = mw.RawClient.open(hub, svc)
+    assert pub.connect("svc/pub", clean=False, expiry=300).session_present
+    pub.publish("t/x", b"once", qos=2, pid=7, dup=True)
+    assert pub.expect(mw.PUBREC).packet_id == 7
+    pub.ack(mw.PUBREL, 7)
+    comp = pub.expect(mw.PUBCOMP)
+    assert (comp.packet_id, comp.reason) == (7, 0)
     assert sub.quiet(0.4) == [], "QoS 2 message delivered twice across a crash"
     sub.close()
     pub.close()
@@ -334,39 +334,39 @@ def test_no_ack_when_the_store_is_locked(hub):
     publisher is closed without a PUBACK and sends it again later."""
     svc = hub.add_service("svc", SVC_POLICY)
     hub.start()
-    sub = rm.RawClient.open(hub, svc)
-    sub.mqtt_connect("svc/sub", clean=True, expiry=300)
-    sub.send(rm.subscribe(1, [("t/lock", 1)]))
-    assert sub.expect(rm.SUBACK).reasons == [1]
-    sub.disconnect()
-    pub = rm.RawClient.open(hub, svc)
-    pub.mqtt_connect("svc/pub")
+    sub = mw.RawClient.open(hub, svc)
+    sub.connect("svc/sub", clean=True, expiry=300)
+    sub.send_subscribe([("t/lock", 1)], pid=1)
+    assert sub.expect(mw.SUBACK).reasons == [1]
+    sub.disconnect_and_wait()
+    pub = mw.RawClient.open(hub, svc)
+    pub.connect("svc/pub")
 
     # The file of the worker that owns 'svc' (the subscriber's session).
     lock = sqlite3.connect(hub.store_path("svc"), isolation_level=None, timeout=1)
     try:
         lock.execute("BEGIN IMMEDIATE")
-        pub.send(rm.publish("t/lock", b"m", qos=1, pid=1))
+        pub.publish("t/lock", b"m", qos=1, pid=1)
         # the hub waits for the lock (its 5 s busy timeout), then gives up
         hub.wait_log(r"store: cannot begin a transaction", timeout=8)
     finally:
         lock.execute("ROLLBACK")
         lock.close()
-    got = pub.until_closed(8)
-    assert not [p for p in got if p.type == rm.PUBACK], \
+    got = pub.wait_closed(8)
+    assert not [p for p in got if p.type == mw.PUBACK], \
         f"acknowledged a message it could not store: {got}"
     pub.close()
 
     # The lock is gone: the retry is stored and acknowledged, and survives.
-    pub = rm.RawClient.open(hub, svc)
-    pub.mqtt_connect("svc/pub")
-    pub.send(rm.publish("t/lock", b"m", qos=1, pid=1, dup=True))
-    assert pub.expect(rm.PUBACK).reason == 0
+    pub = mw.RawClient.open(hub, svc)
+    pub.connect("svc/pub")
+    pub.publish("t/lock", b"m", qos=1, pid=1, dup=True)
+    assert pub.expect(mw.PUBACK).reason == 0
     hub.kill9()
     pub.close()
     hub.start()
-    sub = rm.RawClient.open(hub, svc)
-    assert sub.mqtt_connect("svc/sub", clean=False, expiry=300).session_present
-    m = sub.expect(rm.PUBLISH)
+    sub = mw.RawClient.open(hub, svc)
+    assert sub.connect("svc/sub", clean=False, expiry=300).session_present
+    m = sub.expect(mw.PUBLISH)
     assert m.payload == b"m"
     sub.close()

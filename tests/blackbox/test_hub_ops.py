@@ -14,21 +14,19 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
-from test_hub_security import (RawClient, _wait_disconnect, hub_ca, issue_cert,
-                               register_directly)
-
-V5 = 5
+from mqttwire import CONNACK, PINGRESP, RawClient
+from test_hub_security import _wait_disconnect, hub_ca, issue_cert, register_directly
 
 
 def connect_v5(hub, who, client_id=None):
-    raw = RawClient(hub, hub.ssl_context(who))
-    assert raw.connect(client_id or who.id, version=V5) == 0
+    raw = RawClient.open(hub, who, timeout=3.0, auto_ack=True)
+    assert raw.connect(client_id or who.id, check=False).reason == 0
     return raw
 
 
 def ping(raw):
-    raw.send(b"\xc0\x00")
-    raw.expect(13)
+    raw.pingreq()
+    raw.expect(PINGRESP)
     return True
 
 
@@ -72,7 +70,7 @@ def test_policy_without_connect_ends_live_connection(hub):
 def _topic_accepted(hub, svc, topic):
     raw = connect_v5(hub, svc)
     try:
-        return raw.publish(topic, b"x", qos=1)
+        return raw.publish_acked(topic, b"x", qos=1).reason
     finally:
         raw.close()
 
@@ -173,11 +171,11 @@ def test_unsupported_protocol_level_gets_connack(hub):
     hub.start()
     for name, level in ((b"MQIsdp", 3), (b"MQTT", 6)):
         body = len(name).to_bytes(2, "big") + name + bytes([level, 0x02, 0, 60]) + b"\x00\x00"
-        raw = RawClient(hub, hub.ssl_context(dev))
+        raw = RawClient.open(hub, dev, timeout=3.0)
         try:
             raw.send(bytes([0x10, len(body)]) + body)
-            t, _, ack = raw.read_packet()
-            assert (t, ack) == (2, b"\x00\x01"), (t, ack)
+            p = raw.recv(3.0)
+            assert (p.type, p.body) == (CONNACK, b"\x00\x01"), p
         finally:
             raw.close()
 

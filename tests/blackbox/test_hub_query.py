@@ -18,7 +18,7 @@ import time
 import paho.mqtt.client as mqtt
 import pytest
 
-import rawmqtt as rm
+import mqttwire as mw
 
 QUERY = "$moat/telemetry/query"
 RESPONSE_TOPIC, CORRELATION = 0x08, 0x09
@@ -32,11 +32,11 @@ READER = ("allow connect\n"
 
 def store(hub, dev, items):
     """Readings as a device publishes them; returns after every PUBACK."""
-    c = rm.RawClient.open(hub, dev)
-    c.mqtt_connect(dev.id)
+    c = mw.RawClient.open(hub, dev)
+    c.connect(dev.id)
     for pid, (stream, payload) in enumerate(items, start=1):
-        c.send(rm.publish(f"moat/{dev.id}/up/{stream}", payload, qos=1, pid=pid))
-        assert c.expect(rm.PUBACK).pid == pid
+        c.publish(f"moat/{dev.id}/up/{stream}", payload, qos=1, pid=pid)
+        assert c.expect(mw.PUBACK).packet_id == pid
         time.sleep(0.002)  # distinct receive times
     c.close()
 
@@ -166,19 +166,19 @@ def test_services_without_the_query_permission_and_devices_are_refused(hub):
     props = [(RESPONSE_TOPIC, "replies/x"), (CORRELATION, b"c")]
     request = json.dumps({"device": dev.id}).encode()
     # A service whose policy does not allow publishing the query.
-    s = rm.RawClient.open(hub, plain)
-    s.mqtt_connect("plain")
-    s.send(rm.subscribe(1, [("replies/#", 1)]))
-    s.expect(rm.SUBACK)
-    s.send(rm.publish(QUERY, request, qos=1, pid=2, properties=props))
-    assert s.expect(rm.PUBACK).reason == 0x87
+    s = mw.RawClient.open(hub, plain)
+    s.connect("plain")
+    s.send_subscribe([("replies/#", 1)], pid=1)
+    s.expect(mw.SUBACK)
+    s.publish(QUERY, request, qos=1, pid=2, props=props)
+    assert s.expect(mw.PUBACK).reason == 0x87
     # A device, even where a policy lets it publish there.
-    d = rm.RawClient.open(hub, dev)
-    d.mqtt_connect(dev.id)
-    d.send(rm.publish(QUERY, request, qos=1, pid=1, properties=props))
-    assert d.expect(rm.PUBACK).reason == 0x87
+    d = mw.RawClient.open(hub, dev)
+    d.connect(dev.id)
+    d.publish(QUERY, request, qos=1, pid=1, props=props)
+    assert d.expect(mw.PUBACK).reason == 0x87
     d.close()
-    assert [p for p in s.quiet(1.0) if p.type == rm.PUBLISH] == []
+    assert [p for p in s.quiet(1.0) if p.type == mw.PUBLISH] == []
     s.close()
 
 
@@ -221,10 +221,10 @@ def test_a_query_needs_a_response_topic(hub):
     dev = hub.add_device()
     svc = hub.add_service("reader", READER)
     hub.start()
-    s = rm.RawClient.open(hub, svc)
-    s.mqtt_connect("reader")
-    s.send(rm.publish(QUERY, json.dumps({"device": dev.id}), qos=1, pid=1))
-    assert s.expect(rm.PUBACK).reason == 0x83
+    s = mw.RawClient.open(hub, svc)
+    s.connect("reader")
+    s.publish(QUERY, json.dumps({"device": dev.id}), qos=1, pid=1)
+    assert s.expect(mw.PUBACK).reason == 0x83
     s.close()
 
 
@@ -238,19 +238,19 @@ def test_queries_while_devices_publish(hub, workers):
     hub.start()
     clients = []
     for d in devs:
-        c = rm.RawClient.open(hub, d)
-        c.mqtt_connect(d.id)
+        c = mw.RawClient.open(hub, d)
+        c.connect(d.id)
         clients.append(c)
     a = Asker(hub, svc)
     for i in range(40):
         for d, c in zip(devs, clients):
-            c.send(rm.publish(f"moat/{d.id}/up/n", b"%d" % i, qos=1, pid=i + 1))
+            c.publish(f"moat/{d.id}/up/n", b"%d" % i, qos=1, pid=i + 1)
         if i % 10 == 9:
             page = a.ask({"device": devs[i % 3].id, "limit": 500})
             assert "error" not in page
     for c in clients:
         for _ in range(40):
-            c.expect(rm.PUBACK)
+            c.expect(mw.PUBACK)
         c.close()
     for d in devs:
         pages = all_pages(a, {"device": d.id, "limit": 7})

@@ -7,7 +7,7 @@ control in the same test shows to be working), so that each one fails on a
 hub that lacks the protection. Refusals are also checked in the hub's log,
 with the principal and the reason.
 
-The attacker's side uses a small raw MQTT client (RawClient below): Paho
+The attacker's side uses the hand-driven client (mqttwire.RawClient): Paho
 1.6.1 does not report PUBACK reason codes, and a refused CONNECT should not
 trigger a library's reconnect logic. Legitimate subscribers use Paho.
 """
@@ -17,10 +17,8 @@ import json
 import select
 import os
 import re
-import socket
 import sqlite3
 import ssl
-import struct
 import threading
 import time
 
@@ -32,8 +30,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 from hubtools import Identity
-
-V5, V311 = 5, 4
+from mqttwire import DISCONNECT, PUBACK, PUBLISH, PUBREC, V311, V5, Closed, RawClient
 
 # Alerts as Python's ssl module names them (SSLError.reason).
 ALERT_CERT_REQUIRED = "TLSV13_ALERT_CERTIFICATE_REQUIRED"
@@ -153,197 +150,6 @@ def register_directly(hub, who, principal):
         db.close()
 
 
-# ---- a minimal MQTT client over TLS for the attacker's side ------------------
-
-def _varint(n):
-    out = bytearray()
-    while True:
-        b = n % 128
-        n //= 128
-        out.append(b | (0x80 if n else 0))
-        if not n:
-            return bytes(out)
-
-
-def _str(s):
-    b = s.encode() if isinstance(s, str) else s
-    return struct.pack("!H", len(b)) + b
-
-
-def _packet(first, body):
-    return bytes([first]) + _varint(len(body)) + body
-
-
-class Closed(Exception):
-    """The hub closed the connection (EOF, reset, or a TLS alert)."""
-
-
-class RawClient:
-    """MQTT over TLS, one packet at a time, every reason code visible."""
-
-    def __init__(self, hub, ctx, timeout=3.0):
-        self.version = None
-        self.received = []   # PUBLISH (topic, payload) seen while waiting for other packets
-        self._buf = b""
-        sock = socket.create_connection(("127.0.0.1", hub.port), timeout=timeout)
-        try:
-            self.sock = ctx.wrap_socket(sock, server_hostname="127.0.0.1")
-        except Exception:
-            sock.close()
-            raise
-
-    def close(self):
-        try:
-            self.sock.close()
-        except OSError:
-            pass
-
-    def send(self, data):
-        self.sock.sendall(data)
-
-    def _fill(self, n):
-        while len(self._buf) < n:
-            try:
-                chunk = self.sock.recv(65536)
-            except ssl.SSLError as e:
-                # A TLS alert is a refusal with a name: pass it on as it is.
-                if e.reason and "ALERT" in e.reason:
-                    raise
-                raise Closed(repr(e)) from e
-            except (ConnectionResetError, BrokenPipeError) as e:
-                raise Closed(repr(e)) from e
-            if not chunk:
-                raise Closed("EOF")
-            self._buf += chunk
-
-    def read_packet(self):
-        """(type, flags, body) of the next packet; Closed when the hub closed."""
-        self._fill(2)
-        mult, length, i = 1, 0, 1
-        while True:
-            self._fill(i + 1)
-            b = self._buf[i]
-            length += (b & 0x7F) * mult
-            mult *= 128
-            i += 1
-            if not b & 0x80:
-                break
-        self._fill(i + length)
-        first, body = self._buf[0], self._buf[i:i + length]
-        self._buf = self._buf[i + length:]
-        return first >> 4, first & 0x0F, body
-
-    def expect(self, ptype):
-        """Read until a packet of this type arrives (PUBLISHes are kept)."""
-        while True:
-            t, flags, body = self.read_packet()
-            if t == ptype:
-                return flags, body
-            if t == 3:
-                self._keep_publish(flags, body)
-
-    def _keep_publish(self, flags, body):
-        tl = struct.unpack("!H", body[:2])[0]
-        topic = body[2:2 + tl].decode()
-        pos = 2 + tl
-        qos = (flags >> 1) & 3
-        pid = None
-        if qos:
-            pid = struct.unpack("!H", body[pos:pos + 2])[0]
-            pos += 2
-        if self.version == V5:
-            plen, j, mult = 0, pos, 1
-            while True:
-                b = body[j]
-                plen += (b & 0x7F) * mult
-                mult *= 128
-                j += 1
-                if not b & 0x80:
-                    break
-            pos = j + plen
-        self.received.append((topic, body[pos:]))
-        if qos == 1:
-            self.send(_packet(0x40, struct.pack("!H", pid)))
-
-    def connect(self, client_id, version=V5, keepalive=30, will=None):
-        """Send CONNECT (will: (topic, payload) at QoS 0); returns the
-        CONNACK's reason code (v5) / return code (3.1.1)."""
-        self.version = version
-        flags = 0x02 | (0x04 if will else 0)
-        var = _str("MQTT") + bytes([version, flags]) + struct.pack("!H", keepalive)
-        if version == V5:
-            var += _varint(0)
-        payload = _str(client_id)
-        if will:
-            payload += (_varint(0) if version == V5 else b"") + _str(will[0]) + _str(will[1])
-        self.send(_packet(0x10, var + payload))
-        _, body = self.expect(2)
-        return body[1]
-
-    def subscribe(self, filters, pid=1, qos=1):
-        """One SUBSCRIBE with every filter; returns the SUBACK's codes in order."""
-        body = struct.pack("!H", pid) + (_varint(0) if self.version == V5 else b"")
-        for f in filters:
-            body += _str(f) + bytes([qos])
-        self.send(_packet(0x82, body))
-        _, ack = self.expect(9)
-        assert struct.unpack("!H", ack[:2])[0] == pid
-        pos = 2
-        if self.version == V5:
-            plen, mult = 0, 1
-            while True:
-                b = ack[pos]
-                plen += (b & 0x7F) * mult
-                mult *= 128
-                pos += 1
-                if not b & 0x80:
-                    break
-            pos += plen
-        return list(ack[pos:])
-
-    def publish(self, topic, payload, qos=1, pid=1):
-        """PUBLISH; for QoS 1 (2) returns the PUBACK's (PUBREC's) reason code,
-        0 when absent. QoS 2 is only used here for refusals, which end the
-        flow at PUBREC."""
-        body = _str(topic) + (struct.pack("!H", pid) if qos else b"")
-        if self.version == V5:
-            body += _varint(0)
-        self.send(_packet(0x30 | (qos << 1), body + payload))
-        if qos == 0:
-            return None
-        _, ack = self.expect(4 if qos == 1 else 5)  # PUBACK / PUBREC
-        assert struct.unpack("!H", ack[:2])[0] == pid
-        return ack[2] if len(ack) > 2 else 0
-
-    def next_publish(self, timeout=3.0):
-        """Wait for the next PUBLISH; returns its (topic, payload)."""
-        self.sock.settimeout(timeout)
-        n = len(self.received)
-        while len(self.received) == n:
-            t, flags, body = self.read_packet()
-            if t == 3:
-                self._keep_publish(flags, body)
-        return self.received[-1]
-
-    def closed_within(self, timeout):
-        """True when the hub closes the connection within timeout seconds.
-        PUBACKs and PUBRECs that arrive first are kept in self.acks for the
-        caller to check; anything else is ignored."""
-        self.sock.settimeout(timeout)
-        self.acks = []
-        try:
-            while True:
-                t, flags, body = self.read_packet()
-                if t in (4, 5):
-                    self.acks.append((t, body))
-        except Closed:
-            return True
-        except ssl.SSLError:
-            return True
-        except (socket.timeout, TimeoutError):
-            return False
-
-
 def tls_attempt(hub, ctx, client_id, version=V5, listen_first=0.0):
     """Try to connect with this TLS context and send CONNECT. Returns
     ("alert", reason) when the TLS layer refused, ("closed", why) for a
@@ -358,10 +164,11 @@ def tls_attempt(hub, ctx, client_id, version=V5, listen_first=0.0):
     answered)."""
     c = None
     try:
-        c = RawClient(hub, ctx)
+        c = RawClient.open(hub, ctx=ctx, version=version, timeout=3.0)
         if listen_first and select.select([c.sock], [], [], listen_first)[0]:
-            c._fill(1)  # the alert (raised) or the close
-        return ("connack", c.connect(client_id, version))
+            if c.recv(3.0) is None:  # the alert (raised) or the close
+                raise Closed("EOF")
+        return ("connack", c.connect(client_id, check=False).reason)
     except ssl.SSLError as e:
         return ("alert", e.reason or repr(e))
     except (Closed, ConnectionResetError, BrokenPipeError) as e:
@@ -426,9 +233,10 @@ class Clients:
         assert c.subacks[mid] == [qos], f"{topic} not granted: {c.subacks[mid]}"
 
     def raw(self, who, version=V5, client_id=None, **ctx_kw):
-        c = RawClient(self.hub, self.hub.ssl_context(who, **ctx_kw))
+        c = RawClient.open(self.hub, ctx=self.hub.ssl_context(who, **ctx_kw), version=version,
+                           timeout=3.0, auto_ack=True)
         self.made.append(c)
-        code = c.connect(who.id if client_id is None else client_id, version)
+        code = c.connect(who.id if client_id is None else client_id, check=False).reason
         assert code == 0, f"{who.id}: CONNACK {code:#x}"
         return c
 
@@ -582,17 +390,11 @@ def _wait_disconnect(raw, timeout):
     """Read until the hub closes; returns (seconds it took, DISCONNECT
     reason or None when it closed without one)."""
     t0 = time.monotonic()
-    raw.sock.settimeout(timeout)
-    reason = None
-    try:
-        while True:
-            t, _, body = raw.read_packet()
-            if t == 14:
-                reason = body[0] if body else 0
-    except (Closed, ssl.SSLError):
-        return time.monotonic() - t0, reason
-    except (socket.timeout, TimeoutError):
+    got = raw.closed_within(timeout)
+    if got is None:
         raise AssertionError(f"still connected after {timeout} s")
+    reasons = [p.reason for p in got if p.type == DISCONNECT]
+    return time.monotonic() - t0, (reasons[-1] if reasons else None)
 
 
 def test_revoked_while_connected_is_disconnected(hub, clients):
@@ -607,7 +409,7 @@ def test_revoked_while_connected_is_disconnected(hub, clients):
     s = clients.paho(svc)
     clients.subscribe(s, "moat/+/up/#")
     # Positive control before: the victim's session works.
-    assert v.publish(f"moat/{victim.id}/up/t", b"before") == 0x00
+    assert v.publish_acked(f"moat/{victim.id}/up/t", b"before").reason == 0x00
     assert wait_until(lambda: (f"moat/{victim.id}/up/t", b"before") in topics(s))
 
     t0 = time.monotonic()
@@ -658,7 +460,7 @@ def test_device_cannot_use_another_devices_client_id(hub, clients):
     assert log_has(hub, rf"{a.id}: CONNECT refused: client identifier not valid")
     # B's session was not taken over: still connected, still receiving.
     s = clients.raw(cmd)
-    assert s.publish(f"moat/{b.id}/down/cmd", b"for B", qos=1) == 0x00
+    assert s.publish_acked(f"moat/{b.id}/down/cmd", b"for B", qos=1).reason == 0x00
     assert wait_until(lambda: (f"moat/{b.id}/down/cmd", b"for B") in topics(victim))
     assert not victim.disconnected.is_set(), victim.disconnects
     assert victim.connects == 1
@@ -689,7 +491,7 @@ def test_service_client_ids_are_its_name_or_name_slash_suffix(hub, clients):
                         r"to this certificate")
     # The other service kept its session.
     d = clients.raw(dev)
-    assert d.publish(f"moat/{dev.id}/up/t", b"x", qos=1) == 0x00
+    assert d.publish_acked(f"moat/{dev.id}/up/t", b"x", qos=1).reason == 0x00
     assert wait_until(lambda: (f"moat/{dev.id}/up/t", b"x") in topics(o))
     assert not o.disconnected.is_set() and o.connects == 1
 
@@ -708,18 +510,20 @@ def test_device_cannot_subscribe_outside_its_namespace(hub, clients, version, re
     hub.start()
     att = clients.raw(a, version)
     bad = _forbidden_filters(b.id)
-    codes = att.subscribe(bad + [f"moat/{a.id}/down/#"], qos=1)
+    codes = att.subscribe([(f, 1) for f in bad + [f"moat/{a.id}/down/#"]]).reasons
     assert codes == [refused] * len(bad) + [1], [hex(c) for c in codes]
     assert log_has(hub, rf"{a.id}: SUBSCRIBE 'moat/\+/up/#' refused: not authorized by policy")
     assert log_has(hub, rf"{a.id}: SUBSCRIBE '\$share/g/moat/{b.id}/down/#' refused")
     # Nothing of B's reaches A; A's own subscription works (the control,
     # sent last, so everything before it has been routed).
     victim = clients.raw(b)
-    assert victim.publish(f"moat/{b.id}/up/secret", b"B up", qos=1) == 0x10  # no subscribers
+    # 0x10: no subscribers
+    assert victim.publish_acked(f"moat/{b.id}/up/secret", b"B up", qos=1).reason == 0x10
     s = clients.raw(cmd)
-    assert s.publish(f"moat/{b.id}/down/secret", b"B down", qos=1) == 0x10
-    assert s.publish(f"moat/{a.id}/down/ok", b"A down", qos=1) == 0x00
-    assert att.next_publish() == (f"moat/{a.id}/down/ok", b"A down")
+    assert s.publish_acked(f"moat/{b.id}/down/secret", b"B down", qos=1).reason == 0x10
+    assert s.publish_acked(f"moat/{a.id}/down/ok", b"A down", qos=1).reason == 0x00
+    p = att.expect(PUBLISH, timeout=3.0)
+    assert (p.topic, p.payload) == (f"moat/{a.id}/down/ok", b"A down")
     assert att.received == [(f"moat/{a.id}/down/ok", b"A down")]
 
 
@@ -746,9 +550,9 @@ def _nothing_forged_arrived(clients, att, a, b, cmd, s, victim):
     service and a command reaches B; once they are there, the forged ones
     would have been too."""
     if att is not None:
-        assert att.publish(f"moat/{a.id}/up/x", b"legit", qos=1, pid=99) == 0x00
+        assert att.publish_acked(f"moat/{a.id}/up/x", b"legit", qos=1, pid=99).reason == 0x00
     c = clients.raw(cmd)
-    assert c.publish(f"moat/{b.id}/down/ok", b"cmd", qos=1) == 0x00
+    assert c.publish_acked(f"moat/{b.id}/down/ok", b"cmd", qos=1).reason == 0x00
     assert wait_until(lambda: (f"moat/{b.id}/down/ok", b"cmd") in topics(s))
     assert wait_until(lambda: (f"moat/{b.id}/down/ok", b"cmd") in topics(victim))
     time.sleep(0.1)
@@ -761,8 +565,8 @@ def test_device_cannot_publish_outside_its_namespace_mqtt5(hub, clients):
     att = clients.raw(a)
     pid = 1
     for topic in forged:
-        assert att.publish(topic, b"forged", qos=1, pid=pid) == 0x87, topic
-        assert att.publish(topic, b"forged", qos=2, pid=pid + 1) == 0x87, topic
+        assert att.publish_acked(topic, b"forged", qos=1, pid=pid).reason == 0x87, topic
+        assert att.publish_acked(topic, b"forged", qos=2, pid=pid + 1).reason == 0x87, topic
         att.publish(topic, b"forged", qos=0)  # no answer possible: must just vanish
         pid += 2
     assert log_has(hub, rf"{a.id}: PUBLISH to 'moat/{b.id}/up/x' refused: not authorized")
@@ -779,11 +583,12 @@ def test_device_cannot_publish_outside_its_namespace_mqtt311(hub, clients):
     for topic in forged:
         for qos in (1, 0):
             att = clients.raw(a, V311)
-            # Sent raw: no PUBACK is awaited, closed_within records any.
-            pid = struct.pack("!H", 7) if qos else b""
-            att.send(_packet(0x30 | qos << 1, _str(topic) + pid + b"forged"))
-            assert att.closed_within(3.0), f"{topic} QoS {qos}: connection left open"
-            assert att.acks == [], f"{topic}: forged message acknowledged"
+            # No PUBACK is awaited: closed_within collects any that comes.
+            att.publish(topic, b"forged", qos=qos, pid=7 if qos else None)
+            got = att.closed_within(3.0)
+            assert got is not None, f"{topic} QoS {qos}: connection left open"
+            acks = [p for p in got if p.type in (PUBACK, PUBREC)]
+            assert acks == [], f"{topic}: forged message acknowledged"
     assert log_has(hub, rf"{a.id}: PUBLISH to 'moat/{b.id}/down/x' refused")
     legit = clients.raw(a, V311)
     _nothing_forged_arrived(clients, legit, a, b, cmd, s, victim)
@@ -794,9 +599,10 @@ def test_will_message_outside_namespace_is_refused_at_connect(hub, clients):
     a, b, cmd, s, victim, forged = _publish_setup(hub, clients)
     for version, code in ((V5, 0x87), (V311, 0x05)):
         for topic in forged:
-            c = RawClient(hub, hub.ssl_context(a))
+            c = RawClient.open(hub, a, version=version, timeout=3.0)
             clients.made.append(c)
-            assert c.connect(a.id, version, will=(topic, b"forged")) == code, topic
+            will = dict(topic=topic, payload=b"forged")
+            assert c.connect(a.id, will=will, check=False).reason == code, topic
             c.close()  # without DISCONNECT: a will, had it been accepted, would go now
     assert log_has(hub, rf"{a.id}: CONNECT refused: will topic not allowed")
     _nothing_forged_arrived(clients, None, a, b, cmd, s, victim)
@@ -841,19 +647,20 @@ def test_tls12_when_allowed_takes_only_ecdhe_aead_suites(hub, clients):
     dev = hub.add_device()
     hub.start()
     for suite in ("ECDHE-ECDSA-AES128-GCM-SHA256", "ECDHE-ECDSA-CHACHA20-POLY1305"):
-        c = RawClient(hub, _tls_ctx(hub, dev, ssl.TLSVersion.TLSv1_2, suite))
+        c = RawClient.open(hub, ctx=_tls_ctx(hub, dev, ssl.TLSVersion.TLSv1_2, suite),
+                           timeout=3.0)
         clients.made.append(c)
         assert c.sock.version() == "TLSv1.2" and c.sock.cipher()[0] == suite
-        assert c.connect(dev.id) == 0
+        assert c.connect(dev.id, check=False).reason == 0
     for suite in ("ECDHE-ECDSA-AES128-SHA", "ECDHE-ECDSA-AES256-SHA",
                   "ECDHE-ECDSA-AES128-SHA256", "ECDHE-ECDSA-AES256-SHA384"):
         ctx = _tls_ctx(hub, dev, ssl.TLSVersion.TLSv1_2, suite)
         assert refusal(hub, dev, ctx=ctx) == ("alert", ALERT_HANDSHAKE_FAILURE), suite
     assert log_has(hub, r"TLS handshake failed: .*no shared cipher")
     # TLS 1.3 still works with 1.2 allowed.
-    c = RawClient(hub, hub.ssl_context(dev))
+    c = RawClient.open(hub, dev, timeout=3.0)
     clients.made.append(c)
-    assert c.sock.version() == "TLSv1.3" and c.connect(dev.id) == 0
+    assert c.sock.version() == "TLSv1.3" and c.connect(dev.id, check=False).reason == 0
 
 
 # ---- 11: policy changes reach live sessions -----------------------------------
@@ -872,7 +679,7 @@ def _live_policy_setup(hub, clients):
     clients.subscribe(s, f"moat/{b.id}/up/#")
     da, db = clients.raw(a), clients.raw(b)
     # Control: the wide subscription delivers A's messages.
-    assert da.publish(f"moat/{a.id}/up/t", b"before", pid=1) == 0x00
+    assert da.publish_acked(f"moat/{a.id}/up/t", b"before", pid=1).reason == 0x00
     assert wait_until(lambda: (f"moat/{a.id}/up/t", b"before") in topics(s))
     return a, b, s, da, db
 
@@ -884,17 +691,17 @@ def _wide_subscription_goes(hub, a, b, s, da, db, change):
     # subscriber (PUBACK 0x00); once it is removed, none (0x10).
     pid, reason = 2, 0x00
     while reason != 0x10 and time.monotonic() - t0 < 3.0:
-        reason = da.publish(f"moat/{a.id}/up/t", b"probe", pid=pid)
+        reason = da.publish_acked(f"moat/{a.id}/up/t", b"probe", pid=pid).reason
         pid += 1
         time.sleep(0.05)
     assert reason == 0x10, "subscription still matching 3 s after the policy change"
     assert time.monotonic() - t0 < 3.0
     assert log_has(hub, r"ingest: subscription 'moat/\+/up/#' removed: no longer allowed by policy")
     before = len(topics(s))
-    assert da.publish(f"moat/{a.id}/up/t", b"after", pid=pid) == 0x10
+    assert da.publish_acked(f"moat/{a.id}/up/t", b"after", pid=pid).reason == 0x10
     # The narrower, still allowed subscription keeps working (control), on
     # the same connection: no reconnect happened.
-    assert db.publish(f"moat/{b.id}/up/t", b"b after", pid=1) == 0x00
+    assert db.publish_acked(f"moat/{b.id}/up/t", b"b after", pid=1).reason == 0x00
     assert wait_until(lambda: (f"moat/{b.id}/up/t", b"b after") in topics(s))
     time.sleep(0.1)
     assert (f"moat/{a.id}/up/t", b"after") not in topics(s)
@@ -927,14 +734,15 @@ def test_policy_change_applies_to_the_next_connection_at_once(hub, clients, tmp_
     hub.set_config("limits", "registry_poll_ms", "60000")
     hub.start()
     first = clients.raw(svc, client_id="pool/1")
-    assert first.publish("pool/old/t", b"x", pid=1) in (0x00, 0x10)  # the set is now shared
-    assert first.publish("pool/new/t", b"x", pid=2) == 0x87
+    assert first.publish_acked("pool/old/t", b"x", pid=1).reason in (0x00, 0x10)
+    # the set is now shared
+    assert first.publish_acked("pool/new/t", b"x", pid=2).reason == 0x87
     changed = tmp_path / "pool-changed.policy"
     changed.write_text("allow connect\nallow publish pool/new/#\n")
     hub.moatctl("policy", "add", "pool-policy", str(changed), "--replace")
     second = clients.raw(svc, client_id="pool/2")
-    assert second.publish("pool/old/t", b"x", pid=1) == 0x87
-    assert second.publish("pool/new/t", b"x", pid=2) in (0x00, 0x10)
+    assert second.publish_acked("pool/old/t", b"x", pid=1).reason == 0x87
+    assert second.publish_acked("pool/new/t", b"x", pid=2).reason in (0x00, 0x10)
 
 
 # ---- 13: refusals are logged with the principal and the reason ---------------
@@ -946,8 +754,8 @@ def test_refusals_are_logged_with_principal_and_reason(hub, clients):
     assert refusal(hub, issue_cert(hub, a.id, tag="stray")) == ("alert", ALERT_BAD_CERT)
     assert tls_attempt(hub, hub.ssl_context(a), b.id) == ("connack", 0x85)
     att = clients.raw(a)
-    assert att.subscribe([f"moat/{b.id}/up/#"]) == [0x87]
-    assert att.publish(f"moat/{b.id}/down/x", b"forged") == 0x87
+    assert att.subscribe([(f"moat/{b.id}/up/#", 1)]).reasons == [0x87]
+    assert att.publish_acked(f"moat/{b.id}/down/x", b"forged").reason == 0x87
     hub.moatctl("device", "disable", b.id)
     assert refusal(hub, b) == ("alert", ALERT_REVOKED)
 
@@ -989,8 +797,8 @@ def test_policy_narrowed_while_hub_down_applies_to_stored_subscriptions(hub, cli
     assert s2.connack[0]["session present"] == 1  # control: the session was restored
     assert log_has(hub, r"ingest: subscription 'moat/\+/up/#' removed: no longer allowed")
     da = clients.raw(a)
-    assert da.publish(f"moat/{a.id}/up/t", b"after restart") == 0x10
+    assert da.publish_acked(f"moat/{a.id}/up/t", b"after restart").reason == 0x10
     clients.subscribe(s2, f"moat/{b.id}/up/#")
-    assert clients.raw(b).publish(f"moat/{b.id}/up/t", b"b") == 0x00
+    assert clients.raw(b).publish_acked(f"moat/{b.id}/up/t", b"b").reason == 0x00
     assert wait_until(lambda: (f"moat/{b.id}/up/t", b"b") in topics(s2))
     assert (f"moat/{a.id}/up/t", b"after restart") not in topics(s2)

@@ -16,7 +16,7 @@ import struct
 
 import pytest
 
-import rawmqtt as rm
+import mqttwire as mw
 
 MAGIC = b"\x00mtb"
 
@@ -44,8 +44,8 @@ def readings(hub, dev, *extra):
 
 
 def device_client(hub, dev):
-    c = rm.RawClient.open(hub, dev)
-    c.mqtt_connect(dev.id)
+    c = mw.RawClient.open(hub, dev)
+    c.connect(dev.id)
     return c
 
 
@@ -54,8 +54,8 @@ def test_plain_readings_are_stored_and_queried_back(hub):
     hub.start()
     c = device_client(hub, dev)
     for i, (stream, value) in enumerate([("temp", b"21.5"), ("temp", b"21.7"), ("door", b"open")]):
-        c.send(rm.publish(f"moat/{dev.id}/up/{stream}", value, qos=1, pid=i + 1))
-        assert c.expect(rm.PUBACK).reason in (0x00, 0x10)
+        c.publish(f"moat/{dev.id}/up/{stream}", value, qos=1, pid=i + 1)
+        assert c.expect(mw.PUBACK).reason in (0x00, 0x10)
     c.close()
     got = readings(hub, dev)
     assert [(r["stream"], r["payload"]) for r in got] == \
@@ -72,8 +72,8 @@ def test_envelopes_are_unpacked_and_duplicates_dropped(hub):
     first = batch([(1, "temp", b"20.0", t), (2, "hum", b"40", t + 1)], pad_to=256)
     again = batch([(2, "hum", b"40", t + 1), (3, "temp", b"20.5", 0)], pad_to=256)
     for pid, payload in enumerate([first, again, first, cover(256)], start=1):
-        c.send(rm.publish(f"moat/{dev.id}/up/_shaped", payload, qos=1, pid=pid))
-        assert c.expect(rm.PUBACK).reason in (0x00, 0x10)
+        c.publish(f"moat/{dev.id}/up/_shaped", payload, qos=1, pid=pid)
+        assert c.expect(mw.PUBACK).reason in (0x00, 0x10)
     c.close()
     got = readings(hub, dev)
     assert [(r["seq"], r["stream"], r["payload"]) for r in got] == \
@@ -91,8 +91,8 @@ def test_an_envelope_that_does_not_decode_is_refused(hub, bad):
     dev = hub.add_device()
     hub.start()
     c = device_client(hub, dev)
-    c.send(rm.publish(f"moat/{dev.id}/up/_shaped", bad, qos=1, pid=1))
-    assert c.expect(rm.PUBACK).reason == 0x99
+    c.publish(f"moat/{dev.id}/up/_shaped", bad, qos=1, pid=1)
+    assert c.expect(mw.PUBACK).reason == 0x99
     c.close()
     assert readings(hub, dev) == []
 
@@ -101,14 +101,14 @@ def test_only_a_devices_own_up_topics_are_readings(hub):
     dev = hub.add_device()
     svc = hub.add_service("ops", "allow connect\nallow all moat/#\n")
     hub.start()
-    s = rm.RawClient.open(hub, svc)
-    s.mqtt_connect("ops")
-    s.send(rm.publish(f"moat/{dev.id}/up/temp", b"forged", qos=1, pid=1))
-    s.expect(rm.PUBACK)
+    s = mw.RawClient.open(hub, svc)
+    s.connect("ops")
+    s.publish(f"moat/{dev.id}/up/temp", b"forged", qos=1, pid=1)
+    s.expect(mw.PUBACK)
     s.close()
     c = device_client(hub, dev)
-    c.send(rm.publish(f"moat/{dev.id}/down/x", b"not up", qos=1, pid=1))
-    c.expect(rm.PUBACK)  # refused by policy (0x87) or not: either way not stored
+    c.publish(f"moat/{dev.id}/down/x", b"not up", qos=1, pid=1)
+    c.expect(mw.PUBACK)  # refused by policy (0x87) or not: either way not stored
     c.close()
     assert readings(hub, dev) == []
 
@@ -123,10 +123,10 @@ def test_acknowledged_readings_survive_kill9(hub):
     n = 150
     for i in range(n):
         for d, c in zip(devs, clients):
-            c.send(rm.publish(f"moat/{d.id}/up/count", b"%d" % i, qos=1, pid=i + 1))
+            c.publish(f"moat/{d.id}/up/count", b"%d" % i, qos=1, pid=i + 1)
     acked = []
     for c in clients:
-        acked.append(sorted(c.expect(rm.PUBACK).pid for _ in range(n)))
+        acked.append(sorted(c.expect(mw.PUBACK).packet_id for _ in range(n)))
     hub.kill9()
     for c in clients:
         c.close()
@@ -142,10 +142,10 @@ def test_the_database_holds_no_plaintext(hub):
     c = device_client(hub, dev)
     marker = b"kitchen-window-open-7f3a9c"
     stream = "secretstream"
-    c.send(rm.publish(f"moat/{dev.id}/up/{stream}", marker, qos=1, pid=1))
-    c.expect(rm.PUBACK)
-    c.send(rm.publish(f"moat/{dev.id}/up/_shaped", batch([(9, stream, marker, 0)]), qos=1, pid=2))
-    c.expect(rm.PUBACK)
+    c.publish(f"moat/{dev.id}/up/{stream}", marker, qos=1, pid=1)
+    c.expect(mw.PUBACK)
+    c.publish(f"moat/{dev.id}/up/_shaped", batch([(9, stream, marker, 0)]), qos=1, pid=2)
+    c.expect(mw.PUBACK)
     c.close()
     assert len(readings(hub, dev)) == 2  # control: they are stored
     files = glob.glob(f"{hub.dir}/telemetry.db*")
@@ -162,8 +162,8 @@ def test_telemetry_store_can_be_switched_off(hub):
     dev = hub.add_device()
     hub.start()
     c = device_client(hub, dev)
-    c.send(rm.publish(f"moat/{dev.id}/up/temp", b"1", qos=1, pid=1))
-    c.expect(rm.PUBACK)
+    c.publish(f"moat/{dev.id}/up/temp", b"1", qos=1, pid=1)
+    c.expect(mw.PUBACK)
     c.close()
     assert not glob.glob(f"{hub.dir}/telemetry.db")
 
@@ -176,16 +176,16 @@ def test_puback_waits_for_the_telemetry_commit(hub):
     dev = hub.add_device()
     hub.start()
     c = device_client(hub, dev)
-    c.send(rm.publish(f"moat/{dev.id}/up/warmup", b"0", qos=1, pid=1))
-    c.expect(rm.PUBACK)  # the store exists and is in WAL mode
+    c.publish(f"moat/{dev.id}/up/warmup", b"0", qos=1, pid=1)
+    c.expect(mw.PUBACK)  # the store exists and is in WAL mode
     lock = sqlite3.connect(f"{hub.dir}/telemetry.db", isolation_level=None, timeout=1)
     try:
         lock.execute("BEGIN IMMEDIATE")
-        c.send(rm.publish(f"moat/{dev.id}/up/temp", b"held", qos=1, pid=2))
+        c.publish(f"moat/{dev.id}/up/temp", b"held", qos=1, pid=2)
         assert c.quiet(1.5) == [], "acknowledged before the reading was stored"
     finally:
         lock.execute("ROLLBACK")
         lock.close()
-    assert c.expect(rm.PUBACK, timeout=10).pid == 2
+    assert c.expect(mw.PUBACK, timeout=10).packet_id == 2
     c.close()
     assert [r["payload"] for r in readings(hub, dev, "--stream", "temp")] == ["held"]

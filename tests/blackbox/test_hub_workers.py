@@ -13,7 +13,7 @@ import sqlite3
 
 import pytest
 
-import rawmqtt as rm
+import mqttwire as mw
 from hubtools import owner_worker
 
 POLICY = "allow connect\nallow all t/#\n"
@@ -42,8 +42,8 @@ def hub4(hub):
 
 
 def connect(hub, who, cid=None, clean=True, expiry=None):
-    c = rm.RawClient.open(hub, who)
-    c.mqtt_connect(cid or who.id, clean=clean, expiry=expiry)
+    c = mw.RawClient.open(hub, who)
+    c.connect(cid or who.id, clean=clean, expiry=expiry)
     return c
 
 
@@ -60,30 +60,30 @@ def test_messages_cross_workers(hub4, qos):
     pub_svc, sub_svc = services_on(hub4, WORKERS, [1, 2])
     hub4.start()
     sub = connect(hub4, sub_svc)
-    sub.send(rm.subscribe(1, [("t/x/#", 2)]))
-    assert sub.expect(rm.SUBACK).reasons == [2]
+    sub.send_subscribe([("t/x/#", 2)], pid=1)
+    assert sub.expect(mw.SUBACK).reasons == [2]
     pub = connect(hub4, pub_svc)
     for i in range(20):
-        pub.send(rm.publish(f"t/x/{i}", b"m%d" % i, qos=qos, pid=i + 1 if qos else None))
+        pub.publish(f"t/x/{i}", b"m%d" % i, qos=qos, pid=i + 1 if qos else None)
         if qos == 1:
-            assert pub.expect(rm.PUBACK).reason == 0x00  # a subscriber exists, elsewhere
+            assert pub.expect(mw.PUBACK).reason == 0x00  # a subscriber exists, elsewhere
         elif qos == 2:
-            assert pub.expect(rm.PUBREC).reason == 0x00
-            pub.send(rm.ack(rm.PUBREL, i + 1))
-            pub.expect(rm.PUBCOMP)
+            assert pub.expect(mw.PUBREC).reason == 0x00
+            pub.ack(mw.PUBREL, i + 1)
+            pub.expect(mw.PUBCOMP)
     got = []
     while len(got) < 20:
         p = sub.recv()
         assert p is not None, "the hub closed the subscriber"
-        if p.type == rm.PUBREL:
-            sub.send(rm.ack(rm.PUBCOMP, p.pid))
+        if p.type == mw.PUBREL:
+            sub.ack(mw.PUBCOMP, p.packet_id)
             continue
-        assert p.type == rm.PUBLISH, p
+        assert p.type == mw.PUBLISH, p
         got.append(p.payload)
         if p.qos == 1:
-            sub.send(rm.ack(rm.PUBACK, p.pid))
+            sub.ack(mw.PUBACK, p.packet_id)
         elif p.qos == 2:
-            sub.send(rm.ack(rm.PUBREC, p.pid))
+            sub.ack(mw.PUBREC, p.packet_id)
     assert got == [b"m%d" % i for i in range(20)]  # in order across the boundary
     sub.close()
     pub.close()
@@ -95,13 +95,13 @@ def test_no_matching_subscribers_is_known_across_workers(hub4):
     pub_svc, sub_svc = services_on(hub4, WORKERS, [3, 0])
     hub4.start()
     pub = connect(hub4, pub_svc)
-    pub.send(rm.publish("t/none", b"x", qos=1, pid=1))
-    assert pub.expect(rm.PUBACK).reason == 0x10
+    pub.publish("t/none", b"x", qos=1, pid=1)
+    assert pub.expect(mw.PUBACK).reason == 0x10
     sub = connect(hub4, sub_svc)
-    sub.send(rm.subscribe(1, [("t/none", 1)]))
-    sub.expect(rm.SUBACK)
-    pub.send(rm.publish("t/none", b"x", qos=1, pid=2))
-    assert pub.expect(rm.PUBACK).reason == 0x00
+    sub.send_subscribe([("t/none", 1)], pid=1)
+    sub.expect(mw.SUBACK)
+    pub.publish("t/none", b"x", qos=1, pid=2)
+    assert pub.expect(mw.PUBACK).reason == 0x00
     sub.close()
     pub.close()
 
@@ -114,14 +114,14 @@ def test_acknowledged_means_stored_on_the_other_worker(hub4, how):
     pub_svc, sub_svc = services_on(hub4, WORKERS, [1, 3])
     hub4.start()
     sub = connect(hub4, sub_svc, clean=True, expiry=600)
-    sub.send(rm.subscribe(1, [("t/d/#", 1)]))
-    sub.expect(rm.SUBACK)
-    sub.disconnect()
+    sub.send_subscribe([("t/d/#", 1)], pid=1)
+    sub.expect(mw.SUBACK)
+    sub.disconnect_and_wait()
     pub = connect(hub4, pub_svc)
     n = 200
     for i in range(n):
-        pub.send(rm.publish(f"t/d/{i}", b"%d" % i, qos=1, pid=i + 1))
-    acked = {pub.expect(rm.PUBACK).pid for _ in range(n)}
+        pub.publish(f"t/d/{i}", b"%d" % i, qos=1, pid=i + 1)
+    acked = {pub.expect(mw.PUBACK).packet_id for _ in range(n)}
     assert acked == set(range(1, n + 1))
     if how == "kill9":
         hub4.kill9()
@@ -138,9 +138,9 @@ def test_acknowledged_means_stored_on_the_other_worker(hub4, how):
     sub = connect(hub4, sub_svc, clean=False, expiry=600)
     got = []
     for _ in range(n):
-        p = sub.expect(rm.PUBLISH)
+        p = sub.expect(mw.PUBLISH)
         got.append(int(p.payload))
-        sub.send(rm.ack(rm.PUBACK, p.pid))
+        sub.ack(mw.PUBACK, p.packet_id)
     assert got == list(range(n))
     sub.close()
 
@@ -149,39 +149,39 @@ def test_retained_messages_are_the_same_on_every_worker(hub4):
     a, b, c = services_on(hub4, WORKERS, [2, 0, 3])
     hub4.start()
     pa = connect(hub4, a)
-    pa.send(rm.publish("t/r/1", b"one", qos=1, pid=1, retain=True))
-    pa.expect(rm.PUBACK)
+    pa.publish("t/r/1", b"one", qos=1, pid=1, retain=True)
+    pa.expect(mw.PUBACK)
     # Set on worker 2, seen from worker 0 and worker 3 (and 2 itself).
     for who in (a, b, c):
         s = connect(hub4, who, cid=f"{who.id}/r")
-        s.send(rm.subscribe(1, [("t/r/#", 1)]))
-        s.expect(rm.SUBACK)
-        p = s.expect(rm.PUBLISH)
+        s.send_subscribe([("t/r/#", 1)], pid=1)
+        s.expect(mw.SUBACK)
+        p = s.expect(mw.PUBLISH)
         assert (p.topic, p.payload, p.retain) == ("t/r/1", b"one", True)
         s.close()
     # Replaced from worker 3, then survives a kill -9 (worker 0 stored it).
     pc = connect(hub4, c)
-    pc.send(rm.publish("t/r/1", b"two", qos=1, pid=1, retain=True))
-    pc.expect(rm.PUBACK)
+    pc.publish("t/r/1", b"two", qos=1, pid=1, retain=True)
+    pc.expect(mw.PUBACK)
     pc.close()
     pa.close()
     hub4.kill9()
     hub4.start()
     for who in (a, c):
         s = connect(hub4, who, cid=f"{who.id}/r2")
-        s.send(rm.subscribe(1, [("t/r/#", 1)]))
-        s.expect(rm.SUBACK)
-        assert s.expect(rm.PUBLISH).payload == b"two"
+        s.send_subscribe([("t/r/#", 1)], pid=1)
+        s.expect(mw.SUBACK)
+        assert s.expect(mw.PUBLISH).payload == b"two"
         s.close()
     # Cleared from worker 2: gone everywhere.
     pa = connect(hub4, a)
-    pa.send(rm.publish("t/r/1", b"", qos=1, pid=2, retain=True))
-    pa.expect(rm.PUBACK)
+    pa.publish("t/r/1", b"", qos=1, pid=2, retain=True)
+    pa.expect(mw.PUBACK)
     pa.close()
     for who in (b, c):
         s = connect(hub4, who, cid=f"{who.id}/r3")
-        s.send(rm.subscribe(1, [("t/r/#", 1)]))
-        s.expect(rm.SUBACK)
+        s.send_subscribe([("t/r/#", 1)], pid=1)
+        s.expect(mw.SUBACK)
         assert s.quiet(0.5) == [], "a cleared retained message came back"
         s.close()
 
@@ -192,21 +192,21 @@ def test_shared_subscription_spanning_workers_delivers_each_message_once(hub4):
     members = []
     for who in (m1, m2):
         s = connect(hub4, who)
-        s.send(rm.subscribe(1, [("$share/g/t/s/#", 1)]))
-        s.expect(rm.SUBACK)
+        s.send_subscribe([("$share/g/t/s/#", 1)], pid=1)
+        s.expect(mw.SUBACK)
         members.append(s)
     pub = connect(hub4, pub_svc)
     n = 60
     for i in range(n):
-        pub.send(rm.publish(f"t/s/{i}", b"%d" % i, qos=1, pid=i + 1))
-        assert pub.expect(rm.PUBACK).reason == 0x00
+        pub.publish(f"t/s/{i}", b"%d" % i, qos=1, pid=i + 1)
+        assert pub.expect(mw.PUBACK).reason == 0x00
     got = []
     for s in members:
         mine = []
         for p in s.quiet(1.5):
-            if p.type == rm.PUBLISH:
+            if p.type == mw.PUBLISH:
                 mine.append(int(p.payload))
-                s.send(rm.ack(rm.PUBACK, p.pid))
+                s.ack(mw.PUBACK, p.packet_id)
         got.append(mine)
     assert sorted(got[0] + got[1]) == list(range(n)), "each message to exactly one member"
     assert got[0] and got[1], "both workers' members served some"
@@ -220,13 +220,13 @@ def test_sessions_follow_their_owner_when_the_worker_count_changes(hub4):
     hub4.start()
     for who in subs:
         s = connect(hub4, who, cid=f"{who.id}/q", clean=True, expiry=600)
-        s.send(rm.subscribe(1, [("t/m/#", 1)]))
-        s.expect(rm.SUBACK)
-        s.disconnect()
+        s.send_subscribe([("t/m/#", 1)], pid=1)
+        s.expect(mw.SUBACK)
+        s.disconnect_and_wait()
     pub = connect(hub4, pub_svc)
     for i in range(5):
-        pub.send(rm.publish(f"t/m/{i}", b"%d" % i, qos=1, pid=i + 1))
-        pub.expect(rm.PUBACK)
+        pub.publish(f"t/m/{i}", b"%d" % i, qos=1, pid=i + 1)
+        pub.expect(mw.PUBACK)
     pub.close()
     assert hub4.stop() == 0
     for workers in (1, 3):
@@ -239,16 +239,16 @@ def test_sessions_follow_their_owner_when_the_worker_count_changes(hub4):
                 # Every queued message is still there, on the new owner.
                 got = []
                 for _ in range(5):
-                    p = s.expect(rm.PUBLISH)
+                    p = s.expect(mw.PUBLISH)
                     got.append(int(p.payload))
-                    s.send(rm.ack(rm.PUBACK, p.pid))
+                    s.ack(mw.PUBACK, p.packet_id)
                 assert got == list(range(5))
-            s.disconnect()
+            s.disconnect_and_wait()
         if workers == 1:
             # Queue acknowledged; publish again for the next round.
             pub = connect(hub4, pub_svc)
-            pub.send(rm.publish("t/m/x", b"again", qos=1, pid=1))
-            pub.expect(rm.PUBACK)
+            pub.publish("t/m/x", b"again", qos=1, pid=1)
+            pub.expect(mw.PUBACK)
             pub.close()
         else:
             pass
@@ -257,7 +257,7 @@ def test_sessions_follow_their_owner_when_the_worker_count_changes(hub4):
     hub4.start()
     for who in subs:
         s = connect(hub4, who, cid=f"{who.id}/q", clean=False, expiry=600)
-        assert s.expect(rm.PUBLISH).payload == b"again"
+        assert s.expect(mw.PUBLISH).payload == b"again"
         s.close()
     assert "moved to the store of their worker" in hub4.log()
 
@@ -273,32 +273,32 @@ def test_puback_waits_for_the_other_workers_commit(hub4):
     pub_svc, sub_svc = services_on(hub4, WORKERS, [1, 2])
     hub4.start()
     sub = connect(hub4, sub_svc, clean=True, expiry=600)
-    sub.send(rm.subscribe(1, [("t/b/#", 1)]))
-    sub.expect(rm.SUBACK)
-    sub.disconnect()
+    sub.send_subscribe([("t/b/#", 1)], pid=1)
+    sub.expect(mw.SUBACK)
+    sub.disconnect_and_wait()
     pub = connect(hub4, pub_svc)
     lock = sqlite3.connect(hub4.store_path(sub_svc.id, WORKERS), isolation_level=None, timeout=1)
     try:
         lock.execute("BEGIN IMMEDIATE")
-        pub.send(rm.publish("t/b/1", b"held", qos=1, pid=1))
+        pub.publish("t/b/1", b"held", qos=1, pid=1)
         assert pub.quiet(1.5) == [], "acknowledged before the other worker stored it"
     finally:
         lock.execute("ROLLBACK")
-    assert pub.expect(rm.PUBACK, timeout=8).pid == 1  # stored now, then acknowledged
+    assert pub.expect(mw.PUBACK, timeout=8).packet_id == 1  # stored now, then acknowledged
 
     try:
         lock.execute("BEGIN IMMEDIATE")
-        pub.send(rm.publish("t/b/2", b"lost", qos=1, pid=2))
+        pub.publish("t/b/2", b"lost", qos=1, pid=2)
         hub4.wait_log(r"store: cannot begin a transaction", timeout=9)
-        got = pub.until_closed(8)
+        got = pub.wait_closed(8)
     finally:
         lock.execute("ROLLBACK")
         lock.close()
-    assert not [p for p in got if p.type == rm.PUBACK], f"acknowledged a lost message: {got}"
+    assert not [p for p in got if p.type == mw.PUBACK], f"acknowledged a lost message: {got}"
     pub.close()
     hub4.kill9()
     hub4.start()
     sub = connect(hub4, sub_svc, clean=False, expiry=600)
-    assert sub.expect(rm.PUBLISH).payload == b"held"
-    assert [p for p in sub.quiet(0.5) if p.type == rm.PUBLISH] == []
+    assert sub.expect(mw.PUBLISH).payload == b"held"
+    assert [p for p in sub.quiet(0.5) if p.type == mw.PUBLISH] == []
     sub.close()

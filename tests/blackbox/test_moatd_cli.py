@@ -9,7 +9,7 @@ import time
 
 import pytest
 
-import rawmqtt as rm
+import mqttwire as mw
 from conftest import free_port, program, wait_for_port
 
 SVC_POLICY = "allow connect\nallow all t/#\n"
@@ -183,18 +183,18 @@ def test_json_log_from_config(hub):
 def test_sigterm_with_clients_connected(hub):
     svc = hub.add_service("svc", SVC_POLICY)
     hub.start()
-    v5 = rm.RawClient.open(hub, svc)
-    v5.mqtt_connect("svc/a")
-    v311 = rm.RawClient.open(hub, svc, version=4)
-    v311.mqtt_connect("svc/b")
-    no_connect = rm.RawClient.open(hub, svc)   # TLS done, no CONNECT yet
-    no_tls = rm.tcp(hub.port)                  # TCP only, handshake pending
+    v5 = mw.RawClient.open(hub, svc)
+    v5.connect("svc/a")
+    v311 = mw.RawClient.open(hub, svc, version=4)
+    v311.connect("svc/b")
+    no_connect = mw.RawClient.open(hub, svc)   # TLS done, no CONNECT yet
+    no_tls = mw.tcp(hub.port)                  # TCP only, handshake pending
 
     t0 = time.monotonic()
     hub.proc.send_signal(signal.SIGTERM)
-    assert [(p.type, p.reason) for p in v5.until_closed(2)] == [(rm.DISCONNECT, 0x8B)]
-    assert v311.until_closed(2) == []
-    assert no_connect.until_closed(2) == []
+    assert [(p.type, p.reason) for p in v5.wait_closed(2)] == [(mw.DISCONNECT, 0x8B)]
+    assert v311.wait_closed(2) == []
+    assert no_connect.wait_closed(2) == []
     hub.proc.wait(timeout=2)
     took = time.monotonic() - t0
     assert hub.proc.returncode == 0
@@ -220,34 +220,34 @@ def test_sighup_rereads_registry_and_keeps_running(hub):
     # No polling to speak of: only SIGHUP makes the hub look at the registry.
     hub.set_config("limits", "registry_poll_ms", "60000")
     hub.start()
-    keep = rm.RawClient.open(hub, svc)
-    keep.mqtt_connect("svc/keep")
-    d = rm.RawClient.open(hub, dev)
-    d.mqtt_connect(dev.id)
+    keep = mw.RawClient.open(hub, svc)
+    keep.connect("svc/keep")
+    d = mw.RawClient.open(hub, dev)
+    d.connect(dev.id)
 
     hub.proc.send_signal(signal.SIGHUP)
     hub.wait_log(r"SIGHUP: re-reading the configuration and the registry")
     hub.wait_log(r"SIGHUP: configuration reloaded")
     assert hub.alive()
     for c in (keep, d):
-        c.send(rm.PINGREQ_BYTES)
-        c.expect(rm.PINGRESP)
+        c.pingreq()
+        c.expect(mw.PINGRESP)
 
     hub.moatctl("device", "revoke", dev.id)
     hub.proc.send_signal(signal.SIGHUP)
-    got = d.until_closed(3)
-    assert [(p.type, p.reason) for p in got] == [(rm.DISCONNECT, 0x98)]
+    got = d.wait_closed(3)
+    assert [(p.type, p.reason) for p in got] == [(mw.DISCONNECT, 0x98)]
     d.close()
     assert hub.alive()
-    keep.send(rm.PINGREQ_BYTES)
-    keep.expect(rm.PINGRESP)
+    keep.pingreq()
+    keep.expect(mw.PINGRESP)
     keep.close()
     # the revoked certificate is refused from now on
-    with pytest.raises((OSError, rm.ProtocolError)):
-        c = rm.RawClient.open(hub, dev)
-        c.send(rm.connect(dev.id))
+    with pytest.raises((OSError, mw.ProtocolError)):
+        c = mw.RawClient.open(hub, dev)
+        c.send_connect(dev.id)
         if c.recv(3) is None:
-            raise rm.ProtocolError("closed")
+            raise mw.ProtocolError("closed")
     assert hub.stop() == 0
 
 
@@ -271,19 +271,19 @@ def test_insecure_test_listener(hub):
 
     # bound to 127.0.0.1 only
     with pytest.raises(ConnectionRefusedError):
-        rm.tcp(tport, host="127.0.0.2").close()
+        mw.tcp(tport, host="127.0.0.2").close()
 
-    w = rm.RawClient.open(hub, watcher)
-    w.mqtt_connect("watcher")
-    w.send(rm.subscribe(1, [("#", 1)]))
-    assert w.expect(rm.SUBACK).reasons == [1]
+    w = mw.RawClient.open(hub, watcher)
+    w.connect("watcher")
+    w.send_subscribe([("#", 1)], pid=1)
+    assert w.expect(mw.SUBACK).reasons == [1]
 
     # plain MQTT without TLS works and acts as the service
     r = plain_pub(tport, "svc/plain", "t/hello", "hi", "-q", "1", "-V", "mqttv5")
     assert r.returncode == 0, r.stderr
-    m = w.expect(rm.PUBLISH)
+    m = w.expect(mw.PUBLISH)
     assert (m.topic, m.payload) == ("t/hello", b"hi")
-    w.send(rm.ack(rm.PUBACK, m.pid))
+    w.ack(mw.PUBACK, m.packet_id)
 
     # the service's policy applies: outside t/# is refused
     r = plain_pub(tport, "svc/plain", "other/x", "no", "-q", "1", "-V", "mqttv5")
@@ -299,11 +299,11 @@ def test_insecure_test_listener(hub):
 
     # the TLS listener still wants a certificate
     with pytest.raises(OSError):
-        s = rm.tcp(hub.port)
+        s = mw.tcp(hub.port)
         try:
             ctx = hub.ssl_context(None)
             t = ctx.wrap_socket(s, server_hostname="127.0.0.1")
-            t.sendall(rm.connect("svc"))
+            t.sendall(mw.encode_connect("svc"))
             if not t.recv(10):
                 raise ConnectionResetError("closed")
         finally:
@@ -332,4 +332,4 @@ def test_insecure_test_listener_unknown_service(hub):
     log = hub.log()
     assert "nosuch" in log and "cannot start" in log, log
     with pytest.raises(ConnectionRefusedError):
-        rm.tcp(tport).close()
+        mw.tcp(tport).close()
