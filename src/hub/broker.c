@@ -390,6 +390,11 @@ broker *broker_new(const broker_config *config, uint64_t now_ms)
     hmap_entry *it = NULL, *e;
     while ((e = hmap_next(&b->sessions, &bucket, &it))) {
         session *s = e->value;
+        /* Stored while online (no end yet) means the hub stopped without
+         * closing its connection: that connection ended now, and its expiry
+         * interval starts now, as after any network loss. */
+        if (!s->expires_at && s->expiry_interval != UINT32_MAX)
+            s->expires_at = now_ms + (uint64_t)s->expiry_interval * 1000u;
         if (s->expires_at && s->expires_at < now_ms)
             s->expires_at = now_ms; /* expired while the hub was down */
         if (s->expires_at)

@@ -325,6 +325,31 @@ def test_session_expired_while_down_is_gone(hub):
     assert rows == 0
 
 
+def test_session_online_at_a_crash_expires_after_restart(hub):
+    """Sessions whose clients were connected when the hub died: the crash
+    ended those connections, so each expiry interval runs from the restart.
+    The short one must end then, not live on until its client returns."""
+    svc = hub.add_service("svc", SVC_POLICY)
+    hub.start()
+    short = paho_persistent(hub, svc, "svc/short", 5, expiry=1)
+    wait_subscribed(short, "t/exp/#", qos=1)
+    long = paho_persistent(hub, svc, "svc/long", 5, expiry=300)
+    wait_subscribed(long, "t/exp/#", qos=1)
+    hub.kill9()  # both still connected
+    abandon_paho(short)
+    abandon_paho(long)
+
+    hub.start()
+    time.sleep(2.5)  # well past the short session's second, counted from the start
+    short = paho_persistent(hub, svc, "svc/short", 5, expiry=1)
+    assert short.connack[0].get("session present") == 0, \
+        "a session online at the crash outlived its expiry interval after the restart"
+    long = paho_persistent(hub, svc, "svc/long", 5, expiry=300)
+    assert long.connack[0].get("session present") == 1
+    for c in (short, long):
+        close_paho(c)
+
+
 # ---- the store cannot be written ---------------------------------------------------
 
 def test_no_ack_when_the_store_is_locked(hub):

@@ -1948,6 +1948,32 @@ static void tmpstore_close(tmpstore *t)
     (void)rmdir(t->dir);
 }
 
+/* The hub stops while a persistent session's client is connected (a crash:
+ * the store still says "online"). That connection ended with the hub, so the
+ * session's expiry interval (3600 s from join_as) runs from the restart. */
+static void test_session_online_at_restart_expires_after_it(void **state)
+{
+    (void)state;
+    tmpstore ts;
+    tmpstore_open(&ts);
+    harness *h = h_new_with(NULL, ts.st);
+    (void)join_as(h, BROKER_DEVICE, "dev1", "dev1", CODEC_V5, true, false);
+    (void)join_as(h, BROKER_DEVICE, "dev2", "dev2", CODEC_V311, true, false);
+    h_restart(h);
+    assert_int_equal(stats(h).sessions, 2);
+    advance(h, 3599 * 1000);
+    assert_int_equal(stats(h).sessions, 2);
+    advance(h, 2 * 1000);
+    /* dev2's 3.1.1 session has no expiry interval: it stays. */
+    assert_int_equal(stats(h).sessions, 1);
+    h_restart(h);
+    assert_int_equal(stats(h).sessions, 1);
+    tconn *d = join_as(h, BROKER_DEVICE, "dev1", "dev1", CODEC_V5, true, false);
+    (void)d;
+    h_free(h);
+    tmpstore_close(&ts);
+}
+
 static void test_durable_restart(void **state)
 {
     (void)state;
@@ -2405,6 +2431,7 @@ int main(void)
         cmocka_unit_test(test_shutdown),
         cmocka_unit_test(test_malformed_input),
         cmocka_unit_test(test_durable_restart),
+        cmocka_unit_test(test_session_online_at_restart_expires_after_it),
         cmocka_unit_test(test_durable_overlapping),
         cmocka_unit_test(test_store_commit_fails),
         cmocka_unit_test(test_store_write_fails),
