@@ -598,7 +598,7 @@ static void conn_read(bconn *c)
     for (unsigned round = 0; round < READ_ROUNDS; round++) {
         uint8_t *t = buf_tail(&c->in, READ_CHUNK);
         if (!t) {
-            conn_fail(c, "a packet larger than the input buffer (%zu bytes)", c->in.max);
+            conn_fail(c, "a packet larger than the input buffer (%zu bytes)", (size_t)c->in.max);
             return;
         }
         size_t got = 0;

@@ -14,7 +14,7 @@
 
 void buf_init(buf *b, size_t max)
 {
-    *b = (buf){.max = max};
+    *b = (buf){.max = max > BUF_MAX_LIMIT ? BUF_MAX_LIMIT : (uint32_t)max};
 }
 
 void buf_free(buf *b)
@@ -40,7 +40,7 @@ bool buf_reserve(buf *b, size_t n)
     }
     size_t cap = b->cap ? b->cap : BUF_MIN_CAP;
     while (cap < need || cap == b->cap)
-        cap = cap > SIZE_MAX / 2 ? (need > cap ? need : SIZE_MAX) : cap * 2;
+        cap *= 2; /* cannot overflow: need <= max <= UINT32_MAX */
     if (cap > b->max)
         cap = b->max;
     uint8_t *data = malloc(cap);
@@ -50,7 +50,7 @@ bool buf_reserve(buf *b, size_t n)
         memcpy(data, b->data + b->start, b->len);
     free(b->data);
     b->data = data;
-    b->cap = cap;
+    b->cap = (uint32_t)cap;
     b->start = 0;
     return true;
 }
@@ -62,7 +62,7 @@ bool buf_append(buf *b, const void *src, size_t n)
     if (!buf_reserve(b, n))
         return false;
     memcpy(b->data + b->start + b->len, src, n);
-    b->len += n;
+    b->len += (uint32_t)n;
     return true;
 }
 
@@ -75,7 +75,7 @@ uint8_t *buf_tail(buf *b, size_t n)
 
 void buf_commit(buf *b, size_t n)
 {
-    b->len += n;
+    b->len += (uint32_t)n; /* n <= what buf_tail reserved */
 }
 
 void buf_consume(buf *b, size_t n)
@@ -85,8 +85,8 @@ void buf_consume(buf *b, size_t n)
         b->start = 0;
         return;
     }
-    b->start += n;
-    b->len -= n;
+    b->start += (uint32_t)n; /* n < len */
+    b->len -= (uint32_t)n;
 }
 
 void buf_shrink(buf *b)

@@ -13,14 +13,19 @@
 #include <stddef.h>
 #include <stdint.h>
 
+/* 32-bit sizes: every idle connection holds two of these, and no MQTT packet
+ * or output backlog the hub allows comes near 4 GiB. */
 typedef struct buf {
     uint8_t *data;
-    size_t len;  /* bytes held, from data[start] */
-    size_t start; /* bytes already consumed at the front */
-    size_t cap;
-    size_t max;
+    uint32_t len;   /* bytes held, from data[start] */
+    uint32_t start; /* bytes already consumed at the front */
+    uint32_t cap;
+    uint32_t max;
 } buf;
 
+#define BUF_MAX_LIMIT UINT32_MAX
+
+/* max is clipped to BUF_MAX_LIMIT. */
 void buf_init(buf *b, size_t max);
 void buf_free(buf *b);
 

@@ -301,16 +301,7 @@ static bool load_qos2(void *ctx, codec_bytes client_id, uint16_t packet_id)
     session *s = hmap_get(&l->b->sessions, client_id.ptr, client_id.len);
     if (!s)
         return true;
-    if (s->nqos2_in == s->qos2_in_cap) {
-        size_t n = s->qos2_in_cap ? s->qos2_in_cap * 2 : 8;
-        uint16_t *a = realloc(s->qos2_in, n * sizeof(*a));
-        if (!a)
-            return false;
-        s->qos2_in = a;
-        s->qos2_in_cap = n;
-    }
-    s->qos2_in[s->nqos2_in++] = packet_id;
-    return true;
+    return qos2_in_push(s, packet_id);
 }
 
 static bool load_retained(void *ctx, codec_bytes topic, uint64_t msg_id)
@@ -452,11 +443,14 @@ void broker_free(broker *b)
     free(b);
 }
 
-broker_conn *broker_conn_open(broker *b, const broker_principal *who, void *io, uint64_t now_ms)
+size_t broker_conn_size(void)
 {
-    broker_conn *c = calloc(1, sizeof(*c));
-    if (!c)
-        return NULL;
+    return sizeof(broker_conn);
+}
+
+static broker_conn *conn_open(broker_conn *c, broker *b, const broker_principal *who, void *io,
+                              uint64_t now_ms)
+{
     c->b = b;
     c->io = io;
     c->who = who;
@@ -465,16 +459,32 @@ broker_conn *broker_conn_open(broker *b, const broker_principal *who, void *io, 
     buf_init(&c->in, b->lim.max_packet_before_connect + INPUT_SLACK);
     buf_init(&c->out, b->lim.max_output);
     timer_init(&c->timer, TIMER_CONNECT, c);
-    if (!timer_arm(&b->timers, &c->timer, now_ms + b->lim.connect_timeout_ms)) {
-        free(c);
+    if (!timer_arm(&b->timers, &c->timer, now_ms + b->lim.connect_timeout_ms))
         return NULL;
-    }
     c->next = b->conns;
     if (b->conns)
         b->conns->prev = c;
     b->conns = c;
     b->stats.connections++;
     return c;
+}
+
+broker_conn *broker_conn_open(broker *b, const broker_principal *who, void *io, uint64_t now_ms)
+{
+    broker_conn *c = calloc(1, sizeof(*c));
+    if (c && !conn_open(c, b, who, io, now_ms)) {
+        free(c);
+        c = NULL;
+    }
+    return c;
+}
+
+broker_conn *broker_conn_open_in(void *mem, broker *b, const broker_principal *who, void *io,
+                                 uint64_t now_ms)
+{
+    broker_conn *c = memset(mem, 0, sizeof(broker_conn));
+    c->server_memory = true;
+    return conn_open(c, b, who, io, now_ms);
 }
 
 void broker_conn_gone(broker *b, broker_conn *c, uint64_t now_ms)
@@ -504,7 +514,8 @@ void broker_conn_gone(broker *b, broker_conn *c, uint64_t now_ms)
     b->stats.connections--;
     buf_free(&c->in);
     buf_free(&c->out);
-    free(c);
+    if (!c->server_memory)
+        free(c);
 }
 
 /* ---- input ------------------------------------------------------------ */
@@ -718,9 +729,11 @@ const broker_principal *broker_conn_principal(const broker_conn *c)
     return c->who;
 }
 
-uint64_t broker_conn_packets(const broker_conn *c)
+uint64_t broker_conn_take_packets(broker_conn *c)
 {
-    return c->packets;
+    uint64_t n = c->packets;
+    c->packets = 0;
+    return n;
 }
 
 bool broker_conn_has_session(const broker_conn *c)
@@ -792,14 +805,14 @@ void broker_reauthorize(broker *b,
     while ((e = hmap_next(&b->sessions, &bucket, &it))) {
         session *s = e->value;
         policy_set *fresh =
-            b->cfg.policies_for ? b->cfg.policies_for(b->cfg.policies_ctx, &s->who) : NULL;
+            b->cfg.policies_for ? b->cfg.policies_for(b->cfg.policies_ctx, s->who) : NULL;
         if (!fresh && policy_set_deny_all(&fresh) != POLICY_OK)
             fresh = NULL;
         policy_set_free(s->policies);
         s->policies = fresh;
         /* Policies that no longer allow connecting end the connection too. */
         if (s->conn && s->conn->state != CONN_CLOSING && (!fresh || !policy_may_connect(fresh))) {
-            broker_log(b, BROKER_EV_DISCONNECTED, &s->who,
+            broker_log(b, BROKER_EV_DISCONNECTED, s->who,
                        "policies no longer allow connecting: connection closed");
             conn_close(b, s->conn, 0x87, NULL);
         }

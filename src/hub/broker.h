@@ -194,6 +194,14 @@ void broker_free(broker *b);
  * server keeps it with io). */
 broker_conn *broker_conn_open(broker *b, const broker_principal *who, void *io, uint64_t now_ms);
 
+/* The same in memory the server provides: broker_conn_size() bytes aligned
+ * for any object, so that a connection's parts can share one allocation
+ * (an idle connection then costs one malloc header, not three).
+ * broker_conn_gone leaves that memory to the server. */
+size_t broker_conn_size(void);
+broker_conn *broker_conn_open_in(void *mem, broker *b, const broker_principal *who, void *io,
+                                 uint64_t now_ms);
+
 /* Bytes received on the connection. The broker buffers partial packets (up to
  * the packet size limit) and handles every complete one. */
 void broker_input(broker *b, broker_conn *c, const uint8_t *data, size_t len, uint64_t now_ms);
@@ -223,11 +231,12 @@ size_t broker_closing(broker *b, broker_conn ***list);
 void *broker_conn_io(const broker_conn *c);
 const broker_principal *broker_conn_principal(const broker_conn *c);
 
-/* For liveness: packets received since CONNECT was accepted (any kind);
- * whether this connection's CONNECT was accepted and it still holds its
- * session (false after a takeover); whether it ended with a DISCONNECT that
- * asked for no will. Read them before broker_conn_gone. */
-uint64_t broker_conn_packets(const broker_conn *c);
+/* For liveness: packets received (any kind, once CONNECT was accepted)
+ * since the last call, which starts the count again; whether this
+ * connection's CONNECT was accepted and it still holds its session (false
+ * after a takeover); whether it ended with a DISCONNECT that asked for no
+ * will. Read them before broker_conn_gone. */
+uint64_t broker_conn_take_packets(broker_conn *c);
 bool broker_conn_has_session(const broker_conn *c);
 bool broker_conn_clean(const broker_conn *c);
 

@@ -53,10 +53,12 @@ typedef enum timer_kind {
 
 typedef struct timer {
     uint64_t at;
-    size_t index; /* position in the heap, SIZE_MAX when not armed */
-    timer_kind kind;
     void *owner;
+    uint32_t index; /* position in the heap, TIMER_UNARMED when not armed */
+    uint8_t kind;   /* timer_kind */
 } timer;
+
+#define TIMER_UNARMED UINT32_MAX
 
 typedef struct timer_heap {
     timer **items;
@@ -130,51 +132,53 @@ typedef struct alias_entry {
 } alias_entry;
 
 struct session {
-    uint8_t *client_id_mem;
-    codec_bytes client_id;
-    broker_principal who;
-    broker_conn *conn; /* NULL while offline */
-    uint8_t version;
-    bool persistent;          /* kept after disconnect (and in the store) */
-    bool stored;              /* has a row in the store */
-    uint32_t expiry_interval; /* seconds; UINT32_MAX never */
+    /* Fields are ordered to leave no padding: an idle hub holds one per
+     * client, and its size is most of moatd's own memory per connection. */
+    /* Online, the connection's principal (the server keeps it as long as
+     * the connection); offline, a copy of its own (who_owned). Most sessions
+     * of an idle hub are online, and a copy is 68 bytes. */
+    const broker_principal *who;
+    codec_bytes client_id;    /* its bytes are client_id_bytes below */
+    broker_conn *conn;        /* NULL while offline */
     timer timer;              /* TIMER_SESSION */
     uint64_t will_at;         /* 0 when no will is pending */
     uint64_t expires_at;      /* 0 when online or never */
 
     sub **subs;
-    size_t nsubs, subs_cap;
+    uint32_t nsubs, subs_cap;
 
     delivery *queue_head, *queue_tail; /* every delivery, in order */
     delivery *send_next;               /* no unsent delivery comes before it; NULL: none
                                           is unsent. Spares session_pump a walk over
                                           everything in flight on every message. */
-    size_t queued;                     /* deliveries in the list */
-    size_t inflight;                   /* SENT or RELEASED */
+    uint32_t queued;                   /* deliveries in the list (max_queued fits) */
+    uint32_t inflight;                 /* SENT or RELEASED */
     uint64_t next_seq;
-    uint16_t next_packet_id;
 
     uint16_t *qos2_in; /* packet ids of QoS 2 PUBLISHes awaiting PUBREL */
-    size_t nqos2_in, qos2_in_cap;
+    uint32_t nqos2_in, qos2_in_cap;
 
     policy_set *policies;
-
     msg *will;
     uint32_t will_delay;
-    bool will_expires;    /* the will has a Message Expiry Interval: */
-    uint32_t will_expiry; /* seconds from its publication (3.1.3.2.4) */
-
-    /* What the client told us in CONNECT. */
-    uint16_t client_receive_max;
-    uint32_t client_max_packet; /* 0 = protocol maximum */
-    uint16_t client_alias_max;
+    uint32_t will_expiry;        /* seconds from its publication (3.1.3.2.4), */
+    uint32_t expiry_interval;    /* seconds; UINT32_MAX never */
+    uint32_t client_max_packet;  /* from CONNECT; 0 = protocol maximum */
+    uint16_t client_receive_max; /* from CONNECT */
+    uint16_t client_alias_max;   /* from CONNECT */
+    uint16_t alias_out_used;
+    uint16_t next_packet_id;
+    bool will_expires; /* the will has a Message Expiry Interval */
+    uint8_t version;
+    bool persistent; /* kept after disconnect (and in the store) */
+    bool stored;     /* has a row in the store */
+    bool who_owned;  /* who is this session's to free */
 
     /* Topic aliases the client set toward us, indexed by alias
      * (limits.topic_alias_maximum + 1 entries, made on first use). */
     alias_entry *alias_in;
     /* Aliases we set toward the client: entry i is alias i + 1. */
     alias_entry *alias_out;
-    uint16_t alias_out_used;
 
     uint64_t route_epoch; /* last routing pass that reached this session */
     delivery *route_delivery;
@@ -186,6 +190,7 @@ struct session {
                           session has many messages in flight */
     uint64_t drops;    /* messages dropped for this session */
     uint64_t drops_logged_at;
+    uint8_t client_id_bytes[]; /* allocated with the session */
 };
 
 /* ---- connections -------------------------------------------------------- */
@@ -196,22 +201,23 @@ struct broker_conn {
     broker *b;
     void *io;
     const broker_principal *who; /* the server's: it outlives the connection */
-    conn_state state;
-    uint8_t version;
+    session *s;
     buf in;
     buf out;
-    session *s;
-    timer timer;         /* TIMER_CONNECT, then TIMER_KEEPALIVE */
-    uint16_t keep_alive; /* seconds, as granted */
+    timer timer; /* TIMER_CONNECT, then TIMER_KEEPALIVE */
     uint64_t last_rx;
-    uint64_t packets;                  /* received since CONNECT was accepted */
-    bool clean_disconnect;             /* DISCONNECT without will */
-    bool dirty;                        /* in b->dirty */
-    bool closing_listed;               /* in b->closing */
-    bool durable;                      /* this pass wrote the store on its behalf */
+    uint64_t packets;                  /* see broker_conn_take_packets */
     struct held_ack *held, *held_tail; /* acks waiting for durability */
-    bool holding_listed;               /* in b->holding */
     struct broker_conn *prev, *next;
+    conn_state state;
+    uint16_t keep_alive; /* seconds, as granted */
+    uint8_t version;
+    bool clean_disconnect; /* DISCONNECT without will */
+    bool dirty;            /* in b->dirty */
+    bool closing_listed;   /* in b->closing */
+    bool holding_listed;   /* in b->holding */
+    bool durable;          /* this pass wrote the store on its behalf */
+    bool server_memory;    /* from broker_conn_open_in: not ours to free */
 };
 
 /* An acknowledgement held until its pass is durable on every worker. */
@@ -296,6 +302,9 @@ void handle_ack(broker *b, broker_conn *c, uint8_t type, const codec_ack *p, uin
 void route(broker *b, msg *m, uint64_t now);
 /* Route to the session with this client id only (its subscriptions). */
 void route_to(broker *b, msg *m, codec_bytes client_id, uint64_t now);
+/* Note a QoS 2 packet id awaiting PUBREL (in memory only); false when out
+ * of memory. */
+bool qos2_in_push(session *s, uint16_t id);
 void session_enqueue(broker *b, session *s, msg *m, uint8_t qos, bool retain,
                      const uint32_t *sub_ids, size_t nsub_ids, uint64_t now);
 void session_pump(broker *b, session *s, uint64_t now);

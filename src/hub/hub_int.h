@@ -47,29 +47,38 @@ typedef struct ip_entry {
     uint64_t refilled_at;
 } ip_entry;
 
+/* Why a handshake failed, for the monitor: an index into refusal_reason. */
+typedef enum conn_refusal {
+    REFUSED_TLS, /* the handshake itself */
+    REFUSED_CERTIFICATE,
+    REFUSED_UNREGISTERED,
+    REFUSED_REVOKED,
+} conn_refusal;
+
+/* One allocation holds a hub_conn, its libevent event and its broker_conn
+ * (conn_event, conn_broker_mem in worker.c): an idle hub holds one per
+ * client. Fields are ordered to leave no padding. */
 typedef struct hub_conn {
     hub_worker *w; /* the worker whose loop owns it now */
-    int fd;
-    SSL *ssl;           /* NULL on the test listener */
-    sockbio_state sock; /* under ssl */
-    struct event *ev;
+    SSL *ssl;      /* NULL on the test listener */
     struct event *deadline; /* handshake timeout, then the lingering close */
     int64_t not_after;      /* the certificate's end, seconds since the epoch */
     broker_conn *bc;
+    ip_entry *ip; /* its key is the peer's address */
+    struct hub_conn *next_dead;
+    struct hub_conn *prev, *next; /* every connection of the worker */
+    monitor_tap tap;              /* activity not yet reported to the monitor */
+    sockbio_state sock;           /* the socket (under ssl) */
     broker_principal who;
     uint8_t fp[32];
+    uint16_t port;   /* the peer's */
+    uint8_t refusal; /* conn_refusal: why the verify callback refused the certificate */
+    bool watched;    /* conn_event is assigned to the worker's loop */
     bool identified; /* the verify callback found an active identity */
     bool handshaking;
     bool want_write;
     bool close_queued;
-    bool lingering;      /* handshake failed: alert sent, draining until close */
-    ip_entry *ip;        /* its key is the peer's address */
-    uint16_t port;       /* the peer's */
-    const char *refusal; /* why the verify callback refused the certificate */
-    monitor_tap tap;     /* activity not yet reported to the monitor */
-    uint64_t packets;    /* broker_conn_packets when last looked at */
-    struct hub_conn *next_dead;
-    struct hub_conn *prev, *next; /* every connection of the worker */
+    bool lingering; /* handshake failed: alert sent, draining until close */
 } hub_conn;
 
 struct hub_worker {

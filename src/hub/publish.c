@@ -12,6 +12,7 @@
  * way to learn of a refusal, and acknowledging a message that was dropped
  * would be a lie, so its connection is closed ([MQTT-3.3.5-2] allows either).
  */
+#include <inttypes.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -139,10 +140,10 @@ static bool qos2_in_has(const session *s, uint16_t id, size_t *at)
     return false;
 }
 
-static bool qos2_in_add(broker *b, session *s, uint16_t id)
+bool qos2_in_push(session *s, uint16_t id)
 {
     if (s->nqos2_in == s->qos2_in_cap) {
-        size_t n = s->qos2_in_cap ? s->qos2_in_cap * 2 : 8;
+        uint32_t n = s->qos2_in_cap ? s->qos2_in_cap * 2 : 8;
         uint16_t *a = realloc(s->qos2_in, n * sizeof(*a));
         if (!a)
             return false;
@@ -150,6 +151,13 @@ static bool qos2_in_add(broker *b, session *s, uint16_t id)
         s->qos2_in_cap = n;
     }
     s->qos2_in[s->nqos2_in++] = id;
+    return true;
+}
+
+static bool qos2_in_add(broker *b, session *s, uint16_t id)
+{
+    if (!qos2_in_push(s, id))
+        return false;
     if (s->persistent && store_touch(b, s->conn)) {
         broker_store *st = b->cfg.store;
         if (!st->qos2_put(st->ctx, s->client_id, id))
@@ -201,7 +209,7 @@ static bool resolve_alias(broker *b, broker_conn *c, codec_publish *p)
 static bool rate_ok(broker *b, session *s, uint64_t now)
 {
     uint32_t rate = b->lim.max_publish_rate;
-    if (rate == 0 || s->who.kind != BROKER_DEVICE)
+    if (rate == 0 || s->who->kind != BROKER_DEVICE)
         return true;
     if (s->rate_at == 0) {
         s->rate_tokens = rate;
@@ -625,7 +633,7 @@ static void note_drop(broker *b, session *s, const msg *m, const char *why, uint
     if (s->drops_logged_at && now - s->drops_logged_at < 10000)
         return;
     s->drops_logged_at = now ? now : 1;
-    broker_log(b, BROKER_EV_DROPPED, &s->who,
+    broker_log(b, BROKER_EV_DROPPED, s->who,
                "queue of '%.*s' %s: message to '%.*s' dropped (%llu dropped so far; logged "
                "at most every 10 s)",
                (int)s->client_id.len, (const char *)s->client_id.ptr, why, (int)m->topic.len,
@@ -639,7 +647,7 @@ void session_enqueue(broker *b, session *s, msg *m, uint8_t qos, bool retain,
         return; /* QoS 0 is not kept for offline sessions */
     if (s->queued >= b->lim.max_queued) {
         char why[64];
-        snprintf(why, sizeof(why), "full (%zu messages)", s->queued);
+        snprintf(why, sizeof(why), "full (%" PRIu32 " messages)", s->queued);
         note_drop(b, s, m, why, now);
         return;
     }

@@ -54,31 +54,41 @@ static bool client_id_allowed(const broker_principal *who, codec_bytes id)
            id.ptr[n] == '/';
 }
 
-static uint8_t *dup_bytes(codec_bytes src, codec_bytes *view)
+static void who_borrow(session *s, const broker_principal *who)
 {
-    uint8_t *mem = malloc(src.len ? src.len : 1);
-    if (mem && src.len)
-        memcpy(mem, src.ptr, src.len);
-    *view = (codec_bytes){mem, src.len};
-    return mem;
+    if (s->who_owned)
+        free((void *)s->who);
+    s->who = who;
+    s->who_owned = false;
+}
+
+/* The session outlives its connection: copy the principal. */
+static bool who_keep(session *s)
+{
+    if (s->who_owned)
+        return true;
+    broker_principal *copy = malloc(sizeof(*copy));
+    if (!copy)
+        return false;
+    *copy = *s->who;
+    s->who = copy;
+    s->who_owned = true;
+    return true;
 }
 
 static session *session_new(broker *b, codec_bytes client_id, const broker_principal *who)
 {
-    session *s = calloc(1, sizeof(*s));
+    session *s = calloc(1, sizeof(*s) + client_id.len);
     if (!s)
         return NULL;
-    if (!dup_bytes(client_id, &s->client_id)) {
-        free(s);
-        return NULL;
-    }
-    s->client_id_mem = (uint8_t *)s->client_id.ptr;
-    s->who = *who;
+    if (client_id.len)
+        memcpy(s->client_id_bytes, client_id.ptr, client_id.len);
+    s->client_id = (codec_bytes){s->client_id_bytes, client_id.len};
+    s->who = who; /* the caller's, for now: see who_keep */
     s->next_seq = 1;
     s->next_packet_id = 1;
     timer_init(&s->timer, TIMER_SESSION, s);
     if (!hmap_put(&b->sessions, s->client_id.ptr, s->client_id.len, s)) {
-        free(s->client_id_mem);
         free(s);
         return NULL;
     }
@@ -92,8 +102,8 @@ static void store_session(broker *b, session *s, uint64_t expires_at)
         return;
     store_session_row row = {
         .client_id = s->client_id,
-        .kind = (uint8_t)s->who.kind,
-        .principal = {(const uint8_t *)s->who.id, strlen(s->who.id)},
+        .kind = (uint8_t)s->who->kind,
+        .principal = {(const uint8_t *)s->who->id, strlen(s->who->id)},
         .version = s->version,
         .expiry_interval = s->expiry_interval,
         .expires_at = expires_at,
@@ -145,7 +155,7 @@ void session_destroy(broker *b, session *s)
     alias_reset(b, s);
     free(s->qos2_in);
     free(s->pid_bits);
-    free(s->client_id_mem);
+    who_borrow(s, NULL);
     free(s);
 }
 
@@ -160,10 +170,10 @@ void publish_will(broker *b, session *s, uint64_t now)
         m->expires_at = now + (uint64_t)s->will_expiry * 1000u;
     /* Policies may have changed since CONNECT. */
     if (!s->policies || !policy_may_publish(s->policies, m->topic)) {
-        broker_log(b, BROKER_EV_REFUSED_PUBLISH, &s->who, "will message to %.*s not allowed",
+        broker_log(b, BROKER_EV_REFUSED_PUBLISH, s->who, "will message to %.*s not allowed",
                    (int)m->topic.len, (const char *)m->topic.ptr);
-        broker_refused(b, BROKER_EV_REFUSED_PUBLISH, &s->who, s->conn ? s->conn->io : NULL,
-                       m->topic, "policy");
+        broker_refused(b, BROKER_EV_REFUSED_PUBLISH, s->who, s->conn ? s->conn->io : NULL, m->topic,
+                       "policy");
         msg_unref(m);
         return;
     }
@@ -172,7 +182,7 @@ void publish_will(broker *b, session *s, uint64_t now)
     if (m->retain && !b->relay.retained_replica)
         retain_set(b, m, true);
     route(b, m, now);
-    (void)relay_out(b, m, BROKER_FWD_ROUTE, &s->who);
+    (void)relay_out(b, m, BROKER_FWD_ROUTE, s->who);
     msg_unref(m);
 }
 
@@ -207,6 +217,14 @@ void session_detach(broker *b, session *s, uint64_t now)
         session_destroy(b, s);
         return;
     }
+    if (!who_keep(s)) {
+        broker_log(b, BROKER_EV_DISCONNECTED, s->who, "out of memory: session %.*s ended",
+                   (int)s->client_id.len, (const char *)s->client_id.ptr);
+        if (s->will)
+            publish_will(b, s, now);
+        session_destroy(b, s);
+        return;
+    }
     s->expires_at =
         s->expiry_interval == UINT32_MAX ? 0 : now + (uint64_t)s->expiry_interval * 1000u;
     if (s->will) {
@@ -227,8 +245,8 @@ void session_timer_fired(broker *b, session *s, uint64_t now)
     if (s->will && (ending || (s->will_at && s->will_at <= now)))
         publish_will(b, s, now);
     if (ending) {
-        broker_log(b, BROKER_EV_DISCONNECTED, &s->who, "session %.*s expired",
-                   (int)s->client_id.len, (const char *)s->client_id.ptr);
+        broker_log(b, BROKER_EV_DISCONNECTED, s->who, "session %.*s expired", (int)s->client_id.len,
+                   (const char *)s->client_id.ptr);
         session_destroy(b, s);
         return;
     }
@@ -244,6 +262,10 @@ session *session_restore(broker *b, const store_session_row *row)
     session *s = session_new(b, row->client_id, &who);
     if (!s)
         return NULL;
+    if (!who_keep(s)) {
+        session_destroy(b, s);
+        return NULL;
+    }
     s->version = row->version;
     s->persistent = true;
     s->stored = true;
@@ -347,7 +369,7 @@ void handle_connect(broker *b, broker_conn *c, const codec_connect *p, uint64_t 
         s->will_at = 0;
     }
     if (s &&
-        (p->clean_start || strcmp(s->who.id, c->who->id) != 0 || s->who.kind != c->who->kind)) {
+        (p->clean_start || strcmp(s->who->id, c->who->id) != 0 || s->who->kind != c->who->kind)) {
         session_destroy(b, s);
         s = NULL;
     }
@@ -367,6 +389,7 @@ void handle_connect(broker *b, broker_conn *c, const codec_connect *p, uint64_t 
     s->policies = policies;
     s->version = p->protocol_version;
     s->conn = c;
+    who_borrow(s, c->who);
     c->s = s;
 
     /* Session lifetime. */

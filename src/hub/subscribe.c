@@ -120,7 +120,7 @@ static void tree_erase(broker *b, sub *x)
 static sub *sub_add(broker *b, session *s, const codec_subscription *e, uint32_t sub_id)
 {
     if (s->nsubs == s->subs_cap) {
-        size_t n = s->subs_cap ? s->subs_cap * 2 : 4;
+        uint32_t n = s->subs_cap ? s->subs_cap * 2 : 4;
         sub **a = realloc(s->subs, n * sizeof(*a));
         if (!a)
             return NULL;
@@ -241,18 +241,18 @@ static uint8_t subscribe_one(broker *b, session *s, const codec_subscription *e,
         inner = e->filter;
     if (inner.len > b->lim.max_topic_length ||
         codec_topic_levels(inner) > b->lim.max_topic_levels) {
-        broker_log(b, BROKER_EV_REFUSED_SUBSCRIBE, &s->who,
+        broker_log(b, BROKER_EV_REFUSED_SUBSCRIBE, s->who,
                    "SUBSCRIBE '%.*s' refused: longer or deeper than the limit",
                    (int)(e->filter.len > 128 ? 128 : e->filter.len), (const char *)e->filter.ptr);
-        broker_refused(b, BROKER_EV_REFUSED_SUBSCRIBE, &s->who, s->conn ? s->conn->io : NULL,
+        broker_refused(b, BROKER_EV_REFUSED_SUBSCRIBE, s->who, s->conn ? s->conn->io : NULL,
                        e->filter, "limit");
         return v5 ? 0x8F : 0x80;
     }
     if (!policy_may_subscribe(s->policies, e->filter)) {
-        broker_log(b, BROKER_EV_REFUSED_SUBSCRIBE, &s->who,
+        broker_log(b, BROKER_EV_REFUSED_SUBSCRIBE, s->who,
                    "SUBSCRIBE '%.*s' refused: not authorized by policy",
                    (int)(e->filter.len > 128 ? 128 : e->filter.len), (const char *)e->filter.ptr);
-        broker_refused(b, BROKER_EV_REFUSED_SUBSCRIBE, &s->who, s->conn ? s->conn->io : NULL,
+        broker_refused(b, BROKER_EV_REFUSED_SUBSCRIBE, s->who, s->conn ? s->conn->io : NULL,
                        e->filter, "policy");
         b->stats.refused++;
         return v5 ? 0x87 : 0x80;
@@ -267,10 +267,10 @@ static uint8_t subscribe_one(broker *b, session *s, const codec_subscription *e,
         x->sub_id = sub_id;
     } else {
         if (s->nsubs >= b->lim.max_subscriptions) {
-            broker_log(b, BROKER_EV_REFUSED_SUBSCRIBE, &s->who,
+            broker_log(b, BROKER_EV_REFUSED_SUBSCRIBE, s->who,
                        "SUBSCRIBE refused: %zu subscriptions is the limit",
                        b->lim.max_subscriptions);
-            broker_refused(b, BROKER_EV_REFUSED_SUBSCRIBE, &s->who, s->conn ? s->conn->io : NULL,
+            broker_refused(b, BROKER_EV_REFUSED_SUBSCRIBE, s->who, s->conn ? s->conn->io : NULL,
                            e->filter, "limit");
             return v5 ? 0x97 : 0x80;
         }
@@ -365,7 +365,7 @@ void session_recheck_subs(broker *b, session *s)
             i++;
             continue;
         }
-        broker_log(b, BROKER_EV_REFUSED_SUBSCRIBE, &s->who,
+        broker_log(b, BROKER_EV_REFUSED_SUBSCRIBE, s->who,
                    "subscription '%.*s' removed: no longer allowed by policy",
                    (int)(x->filter.len > 128 ? 128 : x->filter.len), (const char *)x->filter.ptr);
         sub_remove(b, x, true); /* swaps the last into slot i */

@@ -13,7 +13,7 @@
 
 void timer_init(timer *t, timer_kind kind, void *owner)
 {
-    *t = (timer){.index = SIZE_MAX, .kind = kind, .owner = owner};
+    *t = (timer){.owner = owner, .index = TIMER_UNARMED, .kind = (uint8_t)kind};
 }
 
 static void swap(timer_heap *h, size_t i, size_t j)
@@ -21,8 +21,8 @@ static void swap(timer_heap *h, size_t i, size_t j)
     timer *t = h->items[i];
     h->items[i] = h->items[j];
     h->items[j] = t;
-    h->items[i]->index = i;
-    h->items[j]->index = j;
+    h->items[i]->index = (uint32_t)i;
+    h->items[j]->index = (uint32_t)j;
 }
 
 static void sift_up(timer_heap *h, size_t i)
@@ -53,7 +53,7 @@ static void sift_down(timer_heap *h, size_t i)
 
 bool timer_arm(timer_heap *h, timer *t, uint64_t at)
 {
-    if (t->index != SIZE_MAX) {
+    if (t->index != TIMER_UNARMED) {
         uint64_t old = t->at;
         t->at = at;
         if (at < old)
@@ -63,6 +63,8 @@ bool timer_arm(timer_heap *h, timer *t, uint64_t at)
         return true;
     }
     if (h->len == h->cap) {
+        if (h->cap >= TIMER_UNARMED / 2)
+            return false; /* positions must fit in 32 bits */
         size_t cap = h->cap ? h->cap * 2 : 64;
         timer **items = realloc(h->items, cap * sizeof(*items));
         if (!items)
@@ -71,7 +73,7 @@ bool timer_arm(timer_heap *h, timer *t, uint64_t at)
         h->cap = cap;
     }
     t->at = at;
-    t->index = h->len;
+    t->index = (uint32_t)h->len;
     h->items[h->len++] = t;
     sift_up(h, t->index);
     return true;
@@ -80,14 +82,14 @@ bool timer_arm(timer_heap *h, timer *t, uint64_t at)
 void timer_disarm(timer_heap *h, timer *t)
 {
     size_t i = t->index;
-    if (i == SIZE_MAX)
+    if (t->index == TIMER_UNARMED)
         return;
-    t->index = SIZE_MAX;
+    t->index = TIMER_UNARMED;
     h->len--;
     if (i == h->len)
         return;
     h->items[i] = h->items[h->len];
-    h->items[i]->index = i;
+    h->items[i]->index = (uint32_t)i;
     sift_down(h, i);
     sift_up(h, i);
 }

@@ -86,6 +86,14 @@ static bool service_active(hub_worker *w, const char *name)
            p.status == REGISTRY_ACTIVE;
 }
 
+/* Indexed by conn_refusal: the monitor's short reason words. */
+static const char *const refusal_reason[] = {
+    [REFUSED_TLS] = "tls",
+    [REFUSED_CERTIFICATE] = "certificate",
+    [REFUSED_UNREGISTERED] = "unregistered",
+    [REFUSED_REVOKED] = "revoked",
+};
+
 int verify_cb(int ok, X509_STORE_CTX *store)
 {
     SSL *ssl = X509_STORE_CTX_get_ex_data(store, SSL_get_ex_data_X509_STORE_CTX_idx());
@@ -99,7 +107,7 @@ int verify_cb(int ok, X509_STORE_CTX *store)
         int e = X509_STORE_CTX_get_error(store);
         log_msg(LOG_WARN, NULL, "%s: client certificate refused: %s", PEER(c),
                 X509_verify_cert_error_string(e));
-        c->refusal = "certificate";
+        c->refusal = REFUSED_CERTIFICATE;
         return 0;
     }
     if (X509_STORE_CTX_get_error_depth(store) != 0)
@@ -111,14 +119,14 @@ int verify_cb(int ok, X509_STORE_CTX *store)
     registry_identity who;
     if (registry_lookup_cert(c->w->reg, c->fp, &who) != REGISTRY_OK) {
         log_msg(LOG_WARN, NULL, "%s: certificate not registered with this hub: refused", PEER(c));
-        c->refusal = "unregistered";
+        c->refusal = REFUSED_UNREGISTERED;
         X509_STORE_CTX_set_error(store, X509_V_ERR_CERT_REJECTED);
         return 0;
     }
     if (!registry_identity_active(&who, (int64_t)time(NULL))) {
         log_msg(LOG_WARN, who.id, "%s: identity %s (certificate %s): refused", PEER(c),
                 registry_principal_status_name(who.status), who.cert_revoked ? "revoked" : "valid");
-        c->refusal = "revoked";
+        c->refusal = REFUSED_REVOKED;
         X509_STORE_CTX_set_error(store, X509_V_ERR_CERT_REVOKED);
         return 0;
     }
@@ -134,13 +142,56 @@ int verify_cb(int ok, X509_STORE_CTX *store)
 static void on_io(evutil_socket_t fd, short what, void *arg);
 static void on_handshake_timeout(evutil_socket_t fd, short what, void *arg);
 
+/* A connection's one allocation: the hub_conn, then its event, then its
+ * broker_conn, each aligned for any object. */
+#define CONN_ALIGN(n) (((n) + _Alignof(max_align_t) - 1) & ~(_Alignof(max_align_t) - 1))
+
+static size_t conn_event_offset(void)
+{
+    return CONN_ALIGN(sizeof(hub_conn));
+}
+
+static size_t conn_broker_offset(void)
+{
+    return CONN_ALIGN(conn_event_offset() + event_get_struct_event_size());
+}
+
+static hub_conn *conn_alloc(void)
+{
+    return calloc(1, conn_broker_offset() + broker_conn_size());
+}
+
+static struct event *conn_event(hub_conn *c)
+{
+    return (struct event *)((char *)c + conn_event_offset());
+}
+
+static void *conn_broker_mem(hub_conn *c)
+{
+    return (char *)c + conn_broker_offset();
+}
+
+/* Watch c's socket from its worker's loop (not yet added). */
+static void conn_watch(hub_conn *c, short what)
+{
+    event_assign(conn_event(c), c->w->base, c->sock.fd, what, on_io, c);
+    c->watched = true;
+}
+
+static void conn_unwatch(hub_conn *c)
+{
+    if (c->watched)
+        event_del(conn_event(c));
+    c->watched = false;
+}
+
 static void queue_close(hub_conn *c)
 {
     if (c->close_queued)
         return;
     c->close_queued = true;
-    if (c->ev)
-        event_del(c->ev); /* a closed peer's socket stays readable: stop watching it */
+    if (c->watched)
+        event_del(conn_event(c)); /* a closed peer's socket stays readable: stop watching it */
     c->next_dead = c->w->dead;
     c->w->dead = c;
     schedule_pass(c->w);
@@ -190,12 +241,11 @@ static void conn_release(hub_server *hub, hub_conn *c)
         SSL_free(c->ssl);
         ERR_clear_error();
     }
-    if (c->ev)
-        event_free(c->ev);
+    conn_unwatch(c);
     if (c->deadline)
         event_free(c->deadline);
-    if (c->fd >= 0)
-        close(c->fd);
+    if (c->sock.fd >= 0)
+        close(c->sock.fd);
     free(c);
 }
 
@@ -207,9 +257,7 @@ static void note_activity(hub_conn *c, bool closing)
     monitor *m = c->w->hub->mon;
     if (!m || !c->bc || c->who.kind != BROKER_DEVICE)
         return;
-    uint64_t now = broker_conn_packets(c->bc);
-    uint64_t fresh = now - c->packets;
-    c->packets = now;
+    uint64_t fresh = broker_conn_take_packets(c->bc);
     uint32_t n;
     if (closing) {
         uint64_t all = fresh + monitor_tap_flush(&c->tap);
@@ -247,16 +295,16 @@ static void set_want_write(hub_conn *c, bool want)
     if (c->want_write == want)
         return;
     c->want_write = want;
-    event_del(c->ev);
-    event_assign(c->ev, c->w->base, c->fd, EV_READ | EV_PERSIST | (want ? EV_WRITE : 0), on_io, c);
-    event_add(c->ev, NULL);
+    event_del(conn_event(c));
+    conn_watch(c, EV_READ | EV_PERSIST | (want ? EV_WRITE : 0));
+    event_add(conn_event(c), NULL);
 }
 
 /* Move bytes: >0 moved, 0 would block, -1 connection over. */
 static ssize_t conn_read(hub_conn *c, uint8_t *data, size_t len)
 {
     if (!c->ssl) {
-        ssize_t n = recv(c->fd, data, len, 0);
+        ssize_t n = recv(c->sock.fd, data, len, 0);
         if (n > 0)
             return n;
         if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR))
@@ -280,7 +328,7 @@ static ssize_t conn_read(hub_conn *c, uint8_t *data, size_t len)
 static ssize_t conn_write(hub_conn *c, const uint8_t *data, size_t len)
 {
     if (!c->ssl) {
-        ssize_t n = send(c->fd, data, len, MSG_NOSIGNAL);
+        ssize_t n = send(c->sock.fd, data, len, MSG_NOSIGNAL);
         if (n >= 0)
             return n;
         if (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR)
@@ -338,7 +386,7 @@ static void read_conn(hub_conn *c)
     /* More may be buffered inside OpenSSL (decrypted, or records read ahead
      * and not yet decrypted): come back next pass. */
     if (c->ssl && SSL_has_pending(c->ssl))
-        event_active(c->ev, EV_READ, 0);
+        event_active(conn_event(c), EV_READ, 0);
 }
 
 /* A connection does not outlive its certificate. The worker keeps the
@@ -378,7 +426,7 @@ static void linger_close(hub_conn *c)
         return;
     c->lingering = true;
     c->handshaking = false;
-    (void)shutdown(c->fd, SHUT_WR);
+    (void)shutdown(c->sock.fd, SHUT_WR);
     set_want_write(c, false);
     if (!c->deadline)
         c->deadline = evtimer_new(c->w->base, on_handshake_timeout, c);
@@ -394,7 +442,7 @@ static void drain_lingering(hub_conn *c)
 {
     uint8_t junk[4096];
     for (int i = 0; i < 16; i++) {
-        ssize_t n = recv(c->fd, junk, sizeof(junk), 0);
+        ssize_t n = recv(c->sock.fd, junk, sizeof(junk), 0);
         if (n > 0)
             continue;
         if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR))
@@ -413,7 +461,7 @@ static void conn_start(hub_conn *c)
         queue_close(c);
         return;
     }
-    c->bc = broker_conn_open(w->broker, &c->who, c, hub_now_ms());
+    c->bc = broker_conn_open_in(conn_broker_mem(c), w->broker, &c->who, c, hub_now_ms());
     if (!c->bc) {
         queue_close(c);
         return;
@@ -434,9 +482,8 @@ static void conn_place(hub_conn *c)
         conn_start(c);
         return;
     }
-    /* Nothing of it may stay in this loop: its events are made again there. */
-    event_free(c->ev);
-    c->ev = NULL;
+    /* Nothing of it may stay in this loop: its event is assigned again there. */
+    conn_unwatch(c);
     conn_unlink(c);
     relay_env *env = relay_env_new(RELAY_CONN, w->index);
     if (!env) {
@@ -451,13 +498,9 @@ static void conn_place(hub_conn *c)
 static void adopt_conn(hub_worker *w, hub_conn *c)
 {
     conn_link(w, c);
-    c->ev = event_new(w->base, c->fd, EV_READ | EV_PERSIST, on_io, c);
-    if (!c->ev) {
-        conn_free(c);
-        return;
-    }
+    conn_watch(c, EV_READ | EV_PERSIST);
     c->want_write = false;
-    event_add(c->ev, NULL);
+    event_add(conn_event(c), NULL);
     conn_start(c);
 }
 
@@ -496,8 +539,7 @@ static void do_handshake(hub_conn *c)
     log_msg(LOG_WARN, c->identified ? c->who.id : NULL, "%s: TLS handshake failed: %s", PEER(c),
             tls_error_text(why, sizeof(why)));
     hub_note_refusal(c->w->hub, MONITOR_REFUSED_HANDSHAKE, conn_addr(c),
-                     c->identified ? &c->who : NULL, c->refusal ? c->refusal : "tls",
-                     (codec_bytes){0});
+                     c->identified ? &c->who : NULL, refusal_reason[c->refusal], (codec_bytes){0});
     linger_close(c);
 }
 
@@ -632,7 +674,7 @@ static void accept_common(hub_worker *w, evutil_socket_t fd, struct sockaddr *sa
         close(fd);
         return;
     }
-    hub_conn *c = calloc(1, sizeof(*c));
+    hub_conn *c = conn_alloc();
     if (!c) {
         pthread_mutex_lock(&hub->ips_mu);
         ip->conns--;
@@ -640,7 +682,7 @@ static void accept_common(hub_worker *w, evutil_socket_t fd, struct sockaddr *sa
         close(fd);
         return;
     }
-    c->fd = fd;
+    c->sock.fd = fd;
     c->ip = ip;
     atomic_fetch_add(&hub->nconns, 1);
     conn_link(w, c);
@@ -648,15 +690,10 @@ static void accept_common(hub_worker *w, evutil_socket_t fd, struct sockaddr *sa
     int one = 1;
     (void)setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
     evutil_make_socket_nonblocking(fd);
-    c->ev = event_new(w->base, fd, EV_READ | EV_PERSIST, on_io, c);
-    if (!c->ev) {
-        conn_free(c);
-        return;
-    }
+    conn_watch(c, EV_READ | EV_PERSIST);
     if (tls) {
         c->ssl = SSL_new(w->ssl_ctx);
         c->deadline = evtimer_new(w->base, on_handshake_timeout, c);
-        c->sock.fd = fd;
         BIO *bio = c->ssl ? sockbio_new(&c->sock) : NULL;
         if (!bio || !c->deadline) {
             BIO_free(bio);
@@ -668,7 +705,7 @@ static void accept_common(hub_worker *w, evutil_socket_t fd, struct sockaddr *sa
         c->handshaking = true;
         struct timeval tv = {(time_t)w->cfg.handshake_timeout_s, 0};
         evtimer_add(c->deadline, &tv);
-        event_add(c->ev, NULL);
+        event_add(conn_event(c), NULL);
     } else {
         /* The test listener: the connection is the named service. */
         if (!service_active(w, hub->opts.test_service)) {
@@ -680,7 +717,7 @@ static void accept_common(hub_worker *w, evutil_socket_t fd, struct sockaddr *sa
         c->who.kind = BROKER_SERVICE;
         snprintf(c->who.id, sizeof(c->who.id), "%s", hub->opts.test_service);
         c->identified = true;
-        event_add(c->ev, NULL);
+        event_add(conn_event(c), NULL);
         conn_place(c);
     }
     schedule_pass(w);

@@ -76,6 +76,7 @@ struct harness {
     size_t npolicy;
     const char *revoked; /* principal id still_active says no to */
     unsigned events[BROKER_EV_STORE_FAILED + 1];
+    char last_who[BROKER_EV_STORE_FAILED + 1][64]; /* the principal of each event's latest */
 };
 
 static policy_set *policies_for(void *ctx, const broker_principal *who)
@@ -116,9 +117,9 @@ static void set_policy(harness *h, const char *id, const char *text)
 static void log_event(void *ctx, broker_event ev, const broker_principal *who, const char *detail)
 {
     harness *h = ctx;
-    (void)who;
     (void)detail;
     h->events[ev]++;
+    snprintf(h->last_who[ev], sizeof(h->last_who[ev]), "%s", who ? who->id : "");
 }
 
 /* Limits for the tests: the defaults, with a few changed so that the values
@@ -267,6 +268,9 @@ static void gone(tconn *t)
     assert_non_null(t->c);
     broker_conn_gone(t->h->b, t->c, t->h->now);
     t->c = NULL;
+    /* The server keeps the principal only as long as the connection: an
+     * offline session that still read it would see this. */
+    memset(&t->who, 0xA5, sizeof(t->who));
     pass(t->h);
 }
 
@@ -1246,6 +1250,33 @@ static void test_will_delay(void **state)
     advance_to(h, t + 5000);
     expect_publish(s, "moat/dev1/up/status", "offline", 1, false);
     assert_int_equal(stats(h).sessions, 1); /* the watcher's */
+    h_free(h);
+}
+
+/* Online, a session shares its connection's principal; offline, it must
+ * have its own copy (gone() scribbles over the connection's). */
+static void test_offline_session_keeps_its_principal(void **state)
+{
+    (void)state;
+    harness *h = h_new();
+    tconn *s = will_watcher(h);
+    tconn *d = device_with_will(h, CODEC_V5, 60, 10, false);
+    uint64_t t = h->now;
+    gone(d);
+    advance_to(h, t + 10000);
+    expect_publish(s, "moat/dev1/up/status", "offline", 1, false);
+    advance_to(h, t + 60000);
+    assert_int_equal(stats(h).sessions, 1);                           /* the watcher's */
+    assert_string_equal(h->last_who[BROKER_EV_DISCONNECTED], "dev1"); /* "session expired" */
+
+    /* Back online after a copy: the session follows the new connection. */
+    d = device_with_will(h, CODEC_V5, 60, 10, false);
+    gone(d);
+    d = join_as(h, BROKER_DEVICE, "dev1", "dev1", CODEC_V5, true, true);
+    gone(d);
+    advance_to(h, h->now + 3600 * 1000);
+    assert_int_equal(stats(h).sessions, 1);
+    assert_string_equal(h->last_who[BROKER_EV_DISCONNECTED], "dev1");
     h_free(h);
 }
 
@@ -2415,6 +2446,7 @@ int main(void)
         cmocka_unit_test(test_keep_alive),
         cmocka_unit_test(test_connect_timeout),
         cmocka_unit_test(test_session_expiry),
+        cmocka_unit_test(test_offline_session_keeps_its_principal),
         cmocka_unit_test(test_offline_queue),
         cmocka_unit_test(test_offline_qos0_not_queued),
         cmocka_unit_test(test_max_queued),

@@ -349,10 +349,13 @@ static void test_connection_facts_for_liveness(void **state)
     fake *f = fake_new();
     fconn *d = connect_ok(f, BROKER_DEVICE, "dev1");
     assert_true(broker_conn_has_session(d->c));
-    assert_int_equal(broker_conn_packets(d->c), 0);
+    assert_int_equal(broker_conn_take_packets(d->c), 0);
     publish(f, d, "moat/dev1/up/t", "1", 0);
     publish(f, d, "moat/dev1/up/t", "2", 0);
-    assert_int_equal(broker_conn_packets(d->c), 2);
+    assert_int_equal(broker_conn_take_packets(d->c), 2);
+    assert_int_equal(broker_conn_take_packets(d->c), 0); /* counted once */
+    publish(f, d, "moat/dev1/up/t", "3", 0);
+    assert_int_equal(broker_conn_take_packets(d->c), 1);
     assert_false(broker_conn_clean(d->c));
 
     /* A second connection takes the session over: the first no longer has it. */

@@ -136,6 +136,22 @@ static void test_maximum_is_kept(void **state)
 /* The output buffer of a busy subscriber: packets appended at the end while
  * the socket takes a little from the front. Every byte comes out once, in
  * order, and the buffer never passes its maximum. */
+/* Sizes are 32-bit: a larger maximum (max_output_buffer allows 4 GiB) is
+ * clipped, never wrapped to a small one. */
+static void test_maximum_above_32_bits_is_clipped(void **state)
+{
+    (void)state;
+    buf b;
+    buf_init(&b, (size_t)UINT32_MAX + 1);
+    assert_int_equal(b.max, UINT32_MAX);
+    buf_init(&b, (size_t)1 << 40);
+    assert_int_equal(b.max, UINT32_MAX);
+    assert_true(buf_append(&b, "abc", 3));
+    assert_int_equal(b.len, 3);
+    assert_false(buf_reserve(&b, (size_t)UINT32_MAX)); /* 3 + that passes the maximum */
+    buf_free(&b);
+}
+
 static void test_nearly_full_drained_from_front(void **state)
 {
     (void)state;
@@ -165,6 +181,7 @@ int main(void)
         cmocka_unit_test(test_differential_small),
         cmocka_unit_test(test_differential_large),
         cmocka_unit_test(test_maximum_is_kept),
+        cmocka_unit_test(test_maximum_above_32_bits_is_clipped),
         cmocka_unit_test(test_nearly_full_drained_from_front),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
