@@ -261,7 +261,7 @@ static bool load_sub(void *ctx, codec_bytes client_id, codec_bytes filter, uint8
                      uint32_t sub_id)
 {
     load_ctx *l = ctx;
-    session *s = hmap_get(&l->b->sessions, client_id.ptr, client_id.len);
+    session *s = session_find(&l->b->sessions, client_id);
     if (!s)
         return true; /* orphan row: ignore */
     return sub_restore(l->b, s, filter, options, sub_id);
@@ -270,7 +270,7 @@ static bool load_sub(void *ctx, codec_bytes client_id, codec_bytes filter, uint8
 static bool load_queue(void *ctx, const store_queue_row *row)
 {
     load_ctx *l = ctx;
-    session *s = hmap_get(&l->b->sessions, row->client_id.ptr, row->client_id.len);
+    session *s = session_find(&l->b->sessions, row->client_id);
     msg *m = load_find_msg(l, row->msg_id);
     if (!s || !m)
         return true;
@@ -298,7 +298,7 @@ static bool load_queue(void *ctx, const store_queue_row *row)
 static bool load_qos2(void *ctx, codec_bytes client_id, uint16_t packet_id)
 {
     load_ctx *l = ctx;
-    session *s = hmap_get(&l->b->sessions, client_id.ptr, client_id.len);
+    session *s = session_find(&l->b->sessions, client_id);
     if (!s)
         return true;
     return qos2_in_push(s, packet_id);
@@ -364,7 +364,7 @@ broker *broker_new(const broker_config *config, uint64_t now_ms)
         b->relayed = b->relay.forward != NULL;
     }
     b->cfg.relay = NULL; /* b->relay is the copy */
-    if (!hmap_init(&b->sessions) || !hmap_init(&b->unmatched))
+    if (!session_index_init(&b->sessions) || !hmap_init(&b->unmatched))
         goto fail;
     b->subs = tree_new();
     b->shared = tree_new();
@@ -378,9 +378,8 @@ broker *broker_new(const broker_config *config, uint64_t now_ms)
     }
     /* Sessions restored from the store are offline: give their timers a start. */
     size_t bucket = 0;
-    hmap_entry *it = NULL, *e;
-    while ((e = hmap_next(&b->sessions, &bucket, &it))) {
-        session *s = e->value;
+    for (session *s = session_index_first(&b->sessions, &bucket); s;
+         s = session_index_next(&b->sessions, &bucket, s)) {
         /* Stored while online (no end yet) means the hub stopped without
          * closing its connection: that connection ended now, and its expiry
          * interval starts now, as after any network loss. */
@@ -415,19 +414,12 @@ void broker_free(broker *b)
         broker_conn_gone(b, c, 0);
     }
     size_t bucket = 0;
-    hmap_entry *it = NULL, *e;
-    session **all = NULL;
-    size_t n = 0;
-    if (b->sessions.count)
-        all = malloc(b->sessions.count * sizeof(*all));
-    while (all && (e = hmap_next(&b->sessions, &bucket, &it)))
-        all[n++] = e->value;
-    for (size_t i = 0; i < n; i++) {
-        all[i]->stored = false; /* keep it in the store: this is only freeing memory */
-        session_destroy(b, all[i]);
+    session *s;
+    while ((s = session_index_first(&b->sessions, &bucket))) {
+        s->stored = false; /* keep it in the store: this is only freeing memory */
+        session_destroy(b, s);
     }
-    free(all);
-    hmap_free(&b->sessions);
+    session_index_free(&b->sessions);
     if (b->subs)
         tree_free(b->subs, NULL);
     if (b->shared)
@@ -451,7 +443,6 @@ size_t broker_conn_size(void)
 static broker_conn *conn_open(broker_conn *c, broker *b, const broker_principal *who, void *io,
                               uint64_t now_ms)
 {
-    c->b = b;
     c->io = io;
     c->who = who;
     c->state = CONN_NEW;
@@ -498,9 +489,8 @@ void broker_conn_gone(broker *b, broker_conn *c, uint64_t now_ms)
         list_remove(&b->closing, c);
     if (c->holding_listed)
         list_remove(&b->holding, c);
-    while (c->held) {
-        held_ack *h = c->held;
-        c->held = h->next;
+    held_ack *h;
+    while ((h = held_pop(c))) {
         if (h->gid)
             hmap_del(&b->unmatched, (const uint8_t *)&h->gid, sizeof(h->gid));
         free(h);
@@ -801,9 +791,8 @@ void broker_reauthorize(broker *b,
         }
     }
     size_t bucket = 0;
-    hmap_entry *it = NULL, *e;
-    while ((e = hmap_next(&b->sessions, &bucket, &it))) {
-        session *s = e->value;
+    for (session *s = session_index_first(&b->sessions, &bucket); s;
+         s = session_index_next(&b->sessions, &bucket, s)) {
         policy_set *fresh =
             b->cfg.policies_for ? b->cfg.policies_for(b->cfg.policies_ctx, s->who) : NULL;
         if (!fresh && policy_set_deny_all(&fresh) != POLICY_OK)

@@ -131,6 +131,23 @@ typedef struct alias_entry {
     size_t len;
 } alias_entry;
 
+/* The parts of a session that most sessions never use, made on first use
+ * (session_rare_of): a hub holds a session per client, idle or not. */
+typedef struct session_rare {
+    /* Topic aliases the client set toward us, indexed by alias
+     * (limits.topic_alias_maximum + 1 entries, made on first use). */
+    alias_entry *alias_in;
+    /* Aliases we set toward the client: entry i is alias i + 1. */
+    alias_entry *alias_out;
+    uint16_t alias_out_used;
+    uint16_t *qos2_in; /* packet ids of QoS 2 PUBLISHes awaiting PUBREL */
+    uint32_t nqos2_in, qos2_in_cap;
+    uint8_t *pid_bits; /* packet ids in use, one bit each; made once a
+                          session has many messages in flight */
+    uint64_t drops;    /* messages dropped for this session */
+    uint64_t drops_logged_at;
+} session_rare;
+
 struct session {
     /* Fields are ordered to leave no padding: an idle hub holds one per
      * client, and its size is most of moatd's own memory per connection. */
@@ -138,7 +155,6 @@ struct session {
      * the connection); offline, a copy of its own (who_owned). Most sessions
      * of an idle hub are online, and a copy is 68 bytes. */
     const broker_principal *who;
-    codec_bytes client_id;    /* its bytes are client_id_bytes below */
     broker_conn *conn;        /* NULL while offline */
     timer timer;              /* TIMER_SESSION */
     uint64_t will_at;         /* 0 when no will is pending */
@@ -155,9 +171,6 @@ struct session {
     uint32_t inflight;                 /* SENT or RELEASED */
     uint64_t next_seq;
 
-    uint16_t *qos2_in; /* packet ids of QoS 2 PUBLISHes awaiting PUBREL */
-    uint32_t nqos2_in, qos2_in_cap;
-
     policy_set *policies;
     msg *will;
     uint32_t will_delay;
@@ -166,19 +179,17 @@ struct session {
     uint32_t client_max_packet;  /* from CONNECT; 0 = protocol maximum */
     uint16_t client_receive_max; /* from CONNECT */
     uint16_t client_alias_max;   /* from CONNECT */
-    uint16_t alias_out_used;
     uint16_t next_packet_id;
     bool will_expires; /* the will has a Message Expiry Interval */
     uint8_t version;
     bool persistent; /* kept after disconnect (and in the store) */
     bool stored;     /* has a row in the store */
     bool who_owned;  /* who is this session's to free */
+    uint32_t index_hash;
+    uint16_t client_id_len; /* session_id() */
 
-    /* Topic aliases the client set toward us, indexed by alias
-     * (limits.topic_alias_maximum + 1 entries, made on first use). */
-    alias_entry *alias_in;
-    /* Aliases we set toward the client: entry i is alias i + 1. */
-    alias_entry *alias_out;
+    session_rare *rare;  /* NULL until one of its parts is needed */
+    session *index_next; /* in its broker's session_index */
 
     uint64_t route_epoch; /* last routing pass that reached this session */
     delivery *route_delivery;
@@ -186,19 +197,41 @@ struct session {
     double rate_tokens; /* publish rate limit (token bucket) */
     uint64_t rate_at;
 
-    uint8_t *pid_bits; /* packet ids in use, one bit each; made once a
-                          session has many messages in flight */
-    uint64_t drops;    /* messages dropped for this session */
-    uint64_t drops_logged_at;
     uint8_t client_id_bytes[]; /* allocated with the session */
 };
+
+/* A session's client id (its bytes live at the end of the session). */
+static inline codec_bytes session_id(const session *s)
+{
+    return (codec_bytes){s->client_id_bytes, s->client_id_len};
+}
+
+/* sessions.c: a broker's sessions by client id, chained through the
+ * sessions themselves. */
+typedef struct session_index {
+    session **buckets;
+    size_t nbuckets; /* power of two, or 0 */
+    size_t count;
+    uint8_t seed[16];
+} session_index;
+
+bool session_index_init(session_index *x); /* false if libsodium fails */
+void session_index_free(session_index *x); /* the table, not the sessions */
+session *session_find(const session_index *x, codec_bytes client_id);
+/* s (not indexed yet) under its client id; false when out of memory. */
+bool session_index_add(session_index *x, session *s);
+void session_index_remove(session_index *x, session *s);
+/* Walk: bucket starts at 0; s = session_index_first, then
+ * session_index_next(x, &bucket, s) until NULL. Removing the session just
+ * returned by session_index_first is allowed (first it again). */
+session *session_index_first(const session_index *x, size_t *bucket);
+session *session_index_next(const session_index *x, size_t *bucket, const session *s);
 
 /* ---- connections -------------------------------------------------------- */
 
 typedef enum conn_state { CONN_NEW, CONN_ACTIVE, CONN_CLOSING } conn_state;
 
 struct broker_conn {
-    broker *b;
     void *io;
     const broker_principal *who; /* the server's: it outlives the connection */
     session *s;
@@ -206,10 +239,11 @@ struct broker_conn {
     buf out;
     timer timer; /* TIMER_CONNECT, then TIMER_KEEPALIVE */
     uint64_t last_rx;
-    uint64_t packets;                  /* see broker_conn_take_packets */
-    struct held_ack *held, *held_tail; /* acks waiting for durability */
+    struct held_ack *held_last; /* acks waiting for durability: the newest,
+                                   in a ring whose next is the oldest */
     struct broker_conn *prev, *next;
-    conn_state state;
+    uint32_t packets;    /* see broker_conn_take_packets; wraps when never taken */
+    uint8_t state;       /* conn_state */
     uint16_t keep_alive; /* seconds, as granted */
     uint8_t version;
     bool clean_disconnect; /* DISCONNECT without will */
@@ -232,6 +266,30 @@ typedef struct held_ack {
     struct held_ack *next;
 } held_ack;
 
+static inline held_ack *held_oldest(const broker_conn *c)
+{
+    return c->held_last ? c->held_last->next : NULL;
+}
+
+static inline void held_push(broker_conn *c, held_ack *h)
+{
+    h->next = c->held_last ? c->held_last->next : h;
+    if (c->held_last)
+        c->held_last->next = h;
+    c->held_last = h;
+}
+
+/* Take the oldest off the ring; NULL when none is held. */
+static inline held_ack *held_pop(broker_conn *c)
+{
+    held_ack *h = held_oldest(c);
+    if (h == c->held_last)
+        c->held_last = NULL;
+    else if (h)
+        c->held_last->next = h->next;
+    return h;
+}
+
 /* ---- the broker --------------------------------------------------------- */
 
 /* Connections the worker must visit at the end of a pass. The array handed
@@ -247,7 +305,7 @@ typedef struct conn_list {
 struct broker {
     broker_config cfg;
     broker_limits lim;
-    hmap sessions;  /* client id -> session */
+    session_index sessions; /* client id -> session */
     tree *subs;     /* plain subscriptions */
     tree *shared;   /* shared subscriptions, by inner filter */
     tree *retained; /* topic -> msg */
@@ -295,6 +353,8 @@ void session_destroy(broker *b, session *s);
 void session_timer_fired(broker *b, session *s, uint64_t now);
 void publish_will(broker *b, session *s, uint64_t now);
 session *session_restore(broker *b, const store_session_row *row);
+/* s->rare, made if need be; NULL when out of memory. */
+session_rare *session_rare_of(session *s);
 
 /* publish.c */
 void handle_publish(broker *b, broker_conn *c, const codec_publish *p, uint64_t now);

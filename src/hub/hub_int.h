@@ -63,17 +63,16 @@ typedef struct hub_conn {
     SSL *ssl;      /* NULL on the test listener */
     struct event *deadline; /* handshake timeout, then the lingering close */
     int64_t not_after;      /* the certificate's end, seconds since the epoch */
-    broker_conn *bc;
     ip_entry *ip; /* its key is the peer's address */
     struct hub_conn *next_dead;
     struct hub_conn *prev, *next; /* every connection of the worker */
     monitor_tap tap;              /* activity not yet reported to the monitor */
     sockbio_state sock;           /* the socket (under ssl) */
     broker_principal who;
-    uint8_t fp[32];
     uint16_t port;   /* the peer's */
     uint8_t refusal; /* conn_refusal: why the verify callback refused the certificate */
     bool watched;    /* conn_event is assigned to the worker's loop */
+    bool broker_open; /* conn_bc is the broker's connection */
     bool identified; /* the verify callback found an active identity */
     bool handshaking;
     bool want_write;

@@ -46,7 +46,7 @@ void send_publish_ack(broker *b, broker_conn *c, uint8_t type, uint16_t packet_i
     /* Held only when another thread stores the message, or to stay behind
      * an earlier held one of the same connection (order of acks). */
     if (!b->relay.hold_acks || (type != CODEC_PUBACK && type != CODEC_PUBREC) ||
-        (!wait && !c->held)) {
+        (!wait && !c->held_last)) {
         send_ack_now(b, c, type, packet_id, reason);
         return;
     }
@@ -62,11 +62,7 @@ void send_publish_ack(broker *b, broker_conn *c, uint8_t type, uint16_t packet_i
         if (!hmap_put(&b->unmatched, (const uint8_t *)&h->gid, sizeof(h->gid), h))
             h->reason = 0x00; /* cannot track it: say the safe, less precise thing */
     }
-    if (c->held_tail)
-        c->held_tail->next = h;
-    else
-        c->held = h;
-    c->held_tail = h;
+    held_push(c, h);
 }
 
 /* Send (ok) or drop (the pass was lost) the held acks of passes <= through. */
@@ -76,9 +72,8 @@ void broker_release_acks(broker *b, uint64_t through, bool ok)
     for (size_t i = 0; i < b->holding.n; i++) {
         broker_conn *c = b->holding.v[i];
         bool lost = false;
-        while (c->held && c->held->pass <= through) {
-            held_ack *h = c->held;
-            c->held = h->next;
+        while (held_oldest(c) && held_oldest(c)->pass <= through) {
+            held_ack *h = held_pop(c);
             if (h->gid)
                 hmap_del(&b->unmatched, (const uint8_t *)&h->gid, sizeof(h->gid));
             if (ok && c->state != CONN_CLOSING)
@@ -87,14 +82,12 @@ void broker_release_acks(broker *b, uint64_t through, bool ok)
                 lost = true;
             free(h);
         }
-        if (!c->held)
-            c->held_tail = NULL;
         if (lost && !ok && c->state != CONN_CLOSING) {
             /* What it was promised was not stored: let it publish again. */
             buf_consume(&c->out, c->out.len);
             conn_close(b, c, 0, NULL);
         }
-        if (c->held)
+        if (c->held_last)
             b->holding.v[keep++] = c;
         else
             c->holding_listed = false;
@@ -130,8 +123,9 @@ static void refuse_publish(broker *b, broker_conn *c, const codec_publish *p, ui
 
 static bool qos2_in_has(const session *s, uint16_t id, size_t *at)
 {
-    for (size_t i = 0; i < s->nqos2_in; i++) {
-        if (s->qos2_in[i] == id) {
+    const session_rare *r = s->rare;
+    for (size_t i = 0; r && i < r->nqos2_in; i++) {
+        if (r->qos2_in[i] == id) {
             if (at)
                 *at = i;
             return true;
@@ -142,15 +136,18 @@ static bool qos2_in_has(const session *s, uint16_t id, size_t *at)
 
 bool qos2_in_push(session *s, uint16_t id)
 {
-    if (s->nqos2_in == s->qos2_in_cap) {
-        uint32_t n = s->qos2_in_cap ? s->qos2_in_cap * 2 : 8;
-        uint16_t *a = realloc(s->qos2_in, n * sizeof(*a));
+    session_rare *r = session_rare_of(s);
+    if (!r)
+        return false;
+    if (r->nqos2_in == r->qos2_in_cap) {
+        uint32_t n = r->qos2_in_cap ? r->qos2_in_cap * 2 : 8;
+        uint16_t *a = realloc(r->qos2_in, n * sizeof(*a));
         if (!a)
             return false;
-        s->qos2_in = a;
-        s->qos2_in_cap = n;
+        r->qos2_in = a;
+        r->qos2_in_cap = n;
     }
-    s->qos2_in[s->nqos2_in++] = id;
+    r->qos2_in[r->nqos2_in++] = id;
     return true;
 }
 
@@ -160,7 +157,7 @@ static bool qos2_in_add(broker *b, session *s, uint16_t id)
         return false;
     if (s->persistent && store_touch(b, s->conn)) {
         broker_store *st = b->cfg.store;
-        if (!st->qos2_put(st->ctx, s->client_id, id))
+        if (!st->qos2_put(st->ctx, session_id(s), id))
             b->store_failed = true;
     }
     return true;
@@ -177,14 +174,14 @@ static bool resolve_alias(broker *b, broker_conn *c, codec_publish *p)
         conn_close(b, c, 0x94, "topic alias above the maximum");
         return false;
     }
-    if (!s->alias_in) {
-        s->alias_in = calloc((size_t)b->lim.topic_alias_maximum + 1, sizeof(alias_entry));
-        if (!s->alias_in) {
-            conn_close(b, c, 0x83, "out of memory");
-            return false;
-        }
+    session_rare *r = session_rare_of(s);
+    if (r && !r->alias_in)
+        r->alias_in = calloc((size_t)b->lim.topic_alias_maximum + 1, sizeof(alias_entry));
+    if (!r || !r->alias_in) {
+        conn_close(b, c, 0x83, "out of memory");
+        return false;
     }
-    alias_entry *e = &s->alias_in[alias];
+    alias_entry *e = &r->alias_in[alias];
     if (p->topic.len == 0) {
         if (!e->topic) {
             conn_close(b, c, 0x82, "unknown topic alias");
@@ -232,7 +229,7 @@ static bool take_request(broker *b, broker_conn *c, const codec_publish *p)
     session *s = c->s;
     broker_request r = {.who = c->who,
                         .io = c->io,
-                        .client_id = s->client_id,
+                        .client_id = session_id(s),
                         .topic = p->topic,
                         .payload = p->payload,
                         .props = s->version == CODEC_V5 ? &p->props : NULL};
@@ -299,7 +296,7 @@ void handle_publish(broker *b, broker_conn *c, const codec_publish *in, uint64_t
             send_ack(b, c, CODEC_PUBREC, p.packet_id, 0);
             return;
         }
-        if (s->nqos2_in >= b->lim.max_inflight) {
+        if (s->rare && s->rare->nqos2_in >= b->lim.max_inflight) {
             conn_close(b, c, 0x93, "receive maximum exceeded");
             return;
         }
@@ -311,7 +308,7 @@ void handle_publish(broker *b, broker_conn *c, const codec_publish *in, uint64_t
     if (CODEC_HAS(&p.props, CODEC_PROP_MESSAGE_EXPIRY))
         expires = now + (uint64_t)p.props.message_expiry * 1000u;
     msg *m = msg_with_props(p.topic, p.payload, s->version == CODEC_V5 ? &p.props : NULL,
-                            s->client_id, p.qos, p.retain, expires);
+                            session_id(s), p.qos, p.retain, expires);
     if (!m) {
         refuse_publish(b, c, &p, 0x83, "out of memory");
         return;
@@ -443,7 +440,7 @@ void retain_set(broker *b, msg *m, bool durable)
     void **slot = tree_value(n);
     msg *old = *slot;
     broker_conn *c = NULL;
-    session *s = hmap_get(&b->sessions, m->origin.ptr, m->origin.len);
+    session *s = session_find(&b->sessions, m->origin);
     if (s)
         c = s->conn;
     if (old) {
@@ -504,8 +501,8 @@ static void deliver_to(broker *b, sub *x, msg *m, uint64_t now)
 {
     session *s = x->s;
     b->route_matched = true;
-    if (x->no_local && m->origin.len == s->client_id.len &&
-        memcmp(m->origin.ptr, s->client_id.ptr, m->origin.len) == 0)
+    if (x->no_local && m->origin.len == session_id(s).len &&
+        memcmp(m->origin.ptr, session_id(s).ptr, m->origin.len) == 0)
         return;
     if (!s->policies || !policy_may_receive(s->policies, m->topic))
         return;
@@ -602,7 +599,7 @@ void route_to(broker *b, msg *m, codec_bytes client_id, uint64_t now)
 {
     b->route_epoch++;
     b->route_matched = false;
-    session *s = hmap_get(&b->sessions, client_id.ptr, client_id.len);
+    session *s = session_find(&b->sessions, client_id);
     if (!s)
         return;
     for (size_t i = 0; i < s->nsubs; i++) {
@@ -618,7 +615,7 @@ void route_to(broker *b, msg *m, codec_bytes client_id, uint64_t now)
 
 static void queue_row(const session *s, const delivery *d, store_queue_row *row)
 {
-    *row = (store_queue_row){s->client_id,      d->seq,       d->m->store_id, d->qos, d->retain,
+    *row = (store_queue_row){session_id(s),     d->seq,       d->m->store_id, d->qos, d->retain,
                              (uint8_t)d->state, d->packet_id, d->nsub_ids,    {0}};
     memcpy(row->sub_ids, d->sub_ids, sizeof(row->sub_ids));
 }
@@ -629,15 +626,18 @@ static void queue_row(const session *s, const delivery *d, store_queue_row *row)
 static void note_drop(broker *b, session *s, const msg *m, const char *why, uint64_t now)
 {
     b->stats.dropped++;
-    s->drops++;
-    if (s->drops_logged_at && now - s->drops_logged_at < 10000)
+    session_rare *r = session_rare_of(s);
+    if (!r)
+        return; /* out of memory: counted in the stats only */
+    r->drops++;
+    if (r->drops_logged_at && now - r->drops_logged_at < 10000)
         return;
-    s->drops_logged_at = now ? now : 1;
+    r->drops_logged_at = now ? now : 1;
     broker_log(b, BROKER_EV_DROPPED, s->who,
                "queue of '%.*s' %s: message to '%.*s' dropped (%llu dropped so far; logged "
                "at most every 10 s)",
-               (int)s->client_id.len, (const char *)s->client_id.ptr, why, (int)m->topic.len,
-               (const char *)m->topic.ptr, (unsigned long long)s->drops);
+               (int)session_id(s).len, (const char *)session_id(s).ptr, why, (int)m->topic.len,
+               (const char *)m->topic.ptr, (unsigned long long)r->drops);
 }
 
 void session_enqueue(broker *b, session *s, msg *m, uint8_t qos, bool retain,
@@ -698,7 +698,7 @@ void delivery_free(broker *b, session *s, delivery *d, bool delete_row)
     if (d->stored) {
         if (delete_row && store_touch(b, s->conn)) {
             broker_store *st = b->cfg.store;
-            if (!st->queue_delete(st->ctx, s->client_id, d->seq))
+            if (!st->queue_delete(st->ctx, session_id(s), d->seq))
                 b->store_failed = true;
         }
         msg_release_durable(b, d->m);
@@ -749,8 +749,8 @@ static bool never_sent(const delivery *d)
 
 static bool packet_id_in_use(const session *s, uint16_t id)
 {
-    if (s->pid_bits)
-        return s->pid_bits[id >> 3] & (1u << (id & 7));
+    if (s->rare && s->rare->pid_bits)
+        return s->rare->pid_bits[id >> 3] & (1u << (id & 7));
     for (const delivery *d = s->queue_head; d && !never_sent(d); d = d->next)
         if (d->packet_id == id)
             return true;
@@ -759,21 +759,25 @@ static bool packet_id_in_use(const session *s, uint16_t id)
 
 static void pid_mark(session *s, uint16_t id, bool used)
 {
-    if (!s->pid_bits || id == 0)
+    uint8_t *bits = s->rare ? s->rare->pid_bits : NULL;
+    if (!bits || id == 0)
         return;
     if (used)
-        s->pid_bits[id >> 3] |= (uint8_t)(1u << (id & 7));
+        bits[id >> 3] |= (uint8_t)(1u << (id & 7));
     else
-        s->pid_bits[id >> 3] &= (uint8_t) ~(1u << (id & 7));
+        bits[id >> 3] &= (uint8_t) ~(1u << (id & 7));
 }
 
 /* Start the bitmap from the ids held now (a failed allocation keeps the walk). */
 static void pid_bitmap_start(session *s)
 {
-    if (s->pid_bits || s->inflight < PID_BITMAP_AT)
+    if ((s->rare && s->rare->pid_bits) || s->inflight < PID_BITMAP_AT)
         return;
-    s->pid_bits = calloc(65536 / 8, 1);
-    for (const delivery *d = s->queue_head; s->pid_bits && d && !never_sent(d); d = d->next)
+    session_rare *r = session_rare_of(s);
+    if (!r)
+        return;
+    r->pid_bits = calloc(65536 / 8, 1);
+    for (const delivery *d = s->queue_head; r->pid_bits && d && !never_sent(d); d = d->next)
         pid_mark(s, d->packet_id, true);
 }
 
@@ -807,30 +811,34 @@ static uint16_t alias_for(session *s, codec_bytes topic, bool *is_new)
     *is_new = false;
     if (s->client_alias_max == 0)
         return 0;
-    for (uint16_t i = 0; i < s->alias_out_used; i++)
-        if (s->alias_out[i].len == topic.len &&
-            memcmp(s->alias_out[i].topic, topic.ptr, topic.len) == 0)
-            return (uint16_t)(i + 1);
-    if (s->alias_out_used >= s->client_alias_max)
+    session_rare *r = session_rare_of(s);
+    if (!r)
         return 0;
-    if (!s->alias_out) {
-        s->alias_out = calloc(s->client_alias_max, sizeof(alias_entry));
-        if (!s->alias_out)
+    for (uint16_t i = 0; i < r->alias_out_used; i++)
+        if (r->alias_out[i].len == topic.len &&
+            memcmp(r->alias_out[i].topic, topic.ptr, topic.len) == 0)
+            return (uint16_t)(i + 1);
+    if (r->alias_out_used >= s->client_alias_max)
+        return 0;
+    if (!r->alias_out) {
+        r->alias_out = calloc(s->client_alias_max, sizeof(alias_entry));
+        if (!r->alias_out)
             return 0;
     }
     uint8_t *copy = malloc(topic.len ? topic.len : 1);
     if (!copy)
         return 0;
     memcpy(copy, topic.ptr, topic.len);
-    s->alias_out[s->alias_out_used] = (alias_entry){copy, topic.len};
+    r->alias_out[r->alias_out_used] = (alias_entry){copy, topic.len};
     *is_new = true;
-    return ++s->alias_out_used;
+    return ++r->alias_out_used;
 }
 
 /* Forget the alias alias_for just made: the packet that set it was not sent. */
 static void alias_undo(session *s)
 {
-    alias_entry *e = &s->alias_out[--s->alias_out_used];
+    session_rare *r = s->rare; /* alias_for made it */
+    alias_entry *e = &r->alias_out[--r->alias_out_used];
     free(e->topic);
     *e = (alias_entry){NULL, 0};
 }
@@ -1022,10 +1030,11 @@ void handle_ack(broker *b, broker_conn *c, uint8_t type, const codec_ack *p, uin
         size_t at;
         bool known = qos2_in_has(s, p->packet_id, &at);
         if (known) {
-            s->qos2_in[at] = s->qos2_in[--s->nqos2_in];
+            session_rare *r = s->rare; /* it has the id */
+            r->qos2_in[at] = r->qos2_in[--r->nqos2_in];
             if (s->persistent && store_touch(b, c)) {
                 broker_store *st = b->cfg.store;
-                if (!st->qos2_delete(st->ctx, s->client_id, p->packet_id))
+                if (!st->qos2_delete(st->ctx, session_id(s), p->packet_id))
                     b->store_failed = true;
             }
         }

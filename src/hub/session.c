@@ -78,17 +78,19 @@ static bool who_keep(session *s)
 
 static session *session_new(broker *b, codec_bytes client_id, const broker_principal *who)
 {
+    if (client_id.len > UINT16_MAX)
+        return NULL; /* not from MQTT (a string is at most 65,535 bytes): a damaged store */
     session *s = calloc(1, sizeof(*s) + client_id.len);
     if (!s)
         return NULL;
     if (client_id.len)
         memcpy(s->client_id_bytes, client_id.ptr, client_id.len);
-    s->client_id = (codec_bytes){s->client_id_bytes, client_id.len};
+    s->client_id_len = (uint16_t)client_id.len;
     s->who = who; /* the caller's, for now: see who_keep */
     s->next_seq = 1;
     s->next_packet_id = 1;
     timer_init(&s->timer, TIMER_SESSION, s);
-    if (!hmap_put(&b->sessions, s->client_id.ptr, s->client_id.len, s)) {
+    if (!session_index_add(&b->sessions, s)) {
         free(s);
         return NULL;
     }
@@ -101,7 +103,7 @@ static void store_session(broker *b, session *s, uint64_t expires_at)
     if (!store_touch(b, s->conn))
         return;
     store_session_row row = {
-        .client_id = s->client_id,
+        .client_id = session_id(s),
         .kind = (uint8_t)s->who->kind,
         .principal = {(const uint8_t *)s->who->id, strlen(s->who->id)},
         .version = s->version,
@@ -114,22 +116,32 @@ static void store_session(broker *b, session *s, uint64_t expires_at)
         b->store_failed = true;
 }
 
+session_rare *session_rare_of(session *s)
+{
+    if (!s->rare)
+        s->rare = calloc(1, sizeof(*s->rare));
+    return s->rare;
+}
+
 /* Topic aliases belong to one network connection (3.3.2.3.4). */
 static void alias_reset(broker *b, session *s)
 {
-    if (s->alias_in) {
+    session_rare *r = s->rare;
+    if (!r)
+        return;
+    if (r->alias_in) {
         for (size_t i = 0; i <= b->lim.topic_alias_maximum; i++)
-            free(s->alias_in[i].topic);
-        free(s->alias_in);
-        s->alias_in = NULL;
+            free(r->alias_in[i].topic);
+        free(r->alias_in);
+        r->alias_in = NULL;
     }
-    if (s->alias_out) {
-        for (uint16_t i = 0; i < s->alias_out_used; i++)
-            free(s->alias_out[i].topic);
-        free(s->alias_out);
-        s->alias_out = NULL;
+    if (r->alias_out) {
+        for (uint16_t i = 0; i < r->alias_out_used; i++)
+            free(r->alias_out[i].topic);
+        free(r->alias_out);
+        r->alias_out = NULL;
     }
-    s->alias_out_used = 0;
+    r->alias_out_used = 0;
 }
 
 void session_destroy(broker *b, session *s)
@@ -146,15 +158,18 @@ void session_destroy(broker *b, session *s)
     }
     if (s->stored && store_touch(b, s->conn)) {
         broker_store *st = b->cfg.store;
-        if (!st->session_delete(st->ctx, s->client_id))
+        if (!st->session_delete(st->ctx, session_id(s)))
             b->store_failed = true;
     }
-    hmap_del(&b->sessions, s->client_id.ptr, s->client_id.len);
+    session_index_remove(&b->sessions, s);
     msg_unref(s->will);
     policy_set_free(s->policies);
     alias_reset(b, s);
-    free(s->qos2_in);
-    free(s->pid_bits);
+    if (s->rare) {
+        free(s->rare->qos2_in);
+        free(s->rare->pid_bits);
+        free(s->rare);
+    }
     who_borrow(s, NULL);
     free(s);
 }
@@ -219,7 +234,7 @@ void session_detach(broker *b, session *s, uint64_t now)
     }
     if (!who_keep(s)) {
         broker_log(b, BROKER_EV_DISCONNECTED, s->who, "out of memory: session %.*s ended",
-                   (int)s->client_id.len, (const char *)s->client_id.ptr);
+                   (int)session_id(s).len, (const char *)session_id(s).ptr);
         if (s->will)
             publish_will(b, s, now);
         session_destroy(b, s);
@@ -245,8 +260,8 @@ void session_timer_fired(broker *b, session *s, uint64_t now)
     if (s->will && (ending || (s->will_at && s->will_at <= now)))
         publish_will(b, s, now);
     if (ending) {
-        broker_log(b, BROKER_EV_DISCONNECTED, s->who, "session %.*s expired", (int)s->client_id.len,
-                   (const char *)s->client_id.ptr);
+        broker_log(b, BROKER_EV_DISCONNECTED, s->who, "session %.*s expired",
+                   (int)session_id(s).len, (const char *)session_id(s).ptr);
         session_destroy(b, s);
         return;
     }
@@ -310,7 +325,8 @@ void handle_connect(broker *b, broker_conn *c, const codec_connect *p, uint64_t 
         for (uint64_t n = now; c->who->kind == BROKER_SERVICE; n++) {
             int len = snprintf(assigned_buf, sizeof(assigned_buf), "%s/%llx", c->who->id,
                                (unsigned long long)n);
-            if (len > 0 && !hmap_get(&b->sessions, (const uint8_t *)assigned_buf, (size_t)len)) {
+            if (len > 0 && !session_find(&b->sessions, (codec_bytes){(const uint8_t *)assigned_buf,
+                                                                     (size_t)len})) {
                 client_id = (codec_bytes){(const uint8_t *)assigned_buf, (size_t)len};
                 break;
             }
@@ -343,7 +359,7 @@ void handle_connect(broker *b, broker_conn *c, const codec_connect *p, uint64_t 
     }
 
     /* An existing session with this client id: take it over. */
-    session *s = hmap_get(&b->sessions, client_id.ptr, client_id.len);
+    session *s = session_find(&b->sessions, client_id);
     bool session_present = false;
     if (s && s->conn) {
         broker_conn *old = s->conn;
@@ -426,7 +442,7 @@ void handle_connect(broker *b, broker_conn *c, const codec_connect *p, uint64_t 
     c->keep_alive = keep_alive;
 
     if (p->will_flag) {
-        s->will = will_from_connect(p, s->client_id);
+        s->will = will_from_connect(p, session_id(s));
         if (!s->will)
             broker_log(b, BROKER_EV_STORE_FAILED, c->who,
                        "out of memory: the will message of this connection is not kept");
@@ -455,7 +471,7 @@ void handle_connect(broker *b, broker_conn *c, const codec_connect *p, uint64_t 
         ap->topic_alias_maximum = b->lim.topic_alias_maximum;
         if (assigned) {
             CODEC_SET(ap, CODEC_PROP_ASSIGNED_CLIENT_ID);
-            ap->assigned_client_id = s->client_id;
+            ap->assigned_client_id = session_id(s);
         }
         if (expiry_lowered) {
             CODEC_SET(ap, CODEC_PROP_SESSION_EXPIRY);
@@ -470,7 +486,7 @@ void handle_connect(broker *b, broker_conn *c, const codec_connect *p, uint64_t 
     if (s->persistent)
         store_session(b, s, 0);
     broker_log(b, BROKER_EV_CONNECTED, c->who, "connected as '%.*s' (MQTT %s, %s session)",
-               (int)s->client_id.len, (const char *)s->client_id.ptr,
+               (int)session_id(s).len, (const char *)session_id(s).ptr,
                p->protocol_version == CODEC_V5 ? "5.0" : "3.1.1",
                session_present ? "resumed" : "new");
     if (session_present)

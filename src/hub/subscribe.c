@@ -164,7 +164,7 @@ void sub_remove(broker *b, sub *x, bool from_store)
     tree_erase(b, x);
     if (from_store && s->stored && store_touch(b, s->conn)) {
         broker_store *st = b->cfg.store;
-        if (!st->sub_delete(st->ctx, s->client_id, x->filter))
+        if (!st->sub_delete(st->ctx, session_id(s), x->filter))
             b->store_failed = true;
     }
     b->stats.subscriptions--;
@@ -281,7 +281,7 @@ static uint8_t subscribe_one(broker *b, session *s, const codec_subscription *e,
     }
     if (s->persistent && store_touch(b, s->conn)) {
         broker_store *st = b->cfg.store;
-        if (!st->sub_put(st->ctx, s->client_id, x->filter, options_byte(x), x->sub_id))
+        if (!st->sub_put(st->ctx, session_id(s), x->filter, options_byte(x), x->sub_id))
             b->store_failed = true;
     }
     *out = x;

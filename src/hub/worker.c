@@ -94,6 +94,13 @@ static const char *const refusal_reason[] = {
     [REFUSED_REVOKED] = "revoked",
 };
 
+/* The registry knows certificates by their SHA-256. */
+static bool cert_fingerprint(X509 *cert, uint8_t fp[32])
+{
+    unsigned int n = 0;
+    return cert && X509_digest(cert, EVP_sha256(), fp, &n) && n == 32;
+}
+
 int verify_cb(int ok, X509_STORE_CTX *store)
 {
     SSL *ssl = X509_STORE_CTX_get_ex_data(store, SSL_get_ex_data_X509_STORE_CTX_idx());
@@ -112,12 +119,11 @@ int verify_cb(int ok, X509_STORE_CTX *store)
     }
     if (X509_STORE_CTX_get_error_depth(store) != 0)
         return 1;
-    X509 *cert = X509_STORE_CTX_get_current_cert(store);
-    unsigned int n = 0;
-    if (!cert || !X509_digest(cert, EVP_sha256(), c->fp, &n) || n != 32)
+    uint8_t fp[32];
+    if (!cert_fingerprint(X509_STORE_CTX_get_current_cert(store), fp))
         return 0;
     registry_identity who;
-    if (registry_lookup_cert(c->w->reg, c->fp, &who) != REGISTRY_OK) {
+    if (registry_lookup_cert(c->w->reg, fp, &who) != REGISTRY_OK) {
         log_msg(LOG_WARN, NULL, "%s: certificate not registered with this hub: refused", PEER(c));
         c->refusal = REFUSED_UNREGISTERED;
         X509_STORE_CTX_set_error(store, X509_V_ERR_CERT_REJECTED);
@@ -142,33 +148,42 @@ int verify_cb(int ok, X509_STORE_CTX *store)
 static void on_io(evutil_socket_t fd, short what, void *arg);
 static void on_handshake_timeout(evutil_socket_t fd, short what, void *arg);
 
-/* A connection's one allocation: the hub_conn, then its event, then its
- * broker_conn, each aligned for any object. */
+/* A connection's one allocation: its libevent event, then the hub_conn,
+ * then its broker_conn. The event goes first, where malloc's alignment is
+ * (libevent gives none for it); the other two need only a pointer's, and
+ * packed this way the three fit a smaller malloc chunk. */
 #define CONN_ALIGN(n) (((n) + _Alignof(max_align_t) - 1) & ~(_Alignof(max_align_t) - 1))
 
-static size_t conn_event_offset(void)
+static size_t conn_offset(void)
 {
-    return CONN_ALIGN(sizeof(hub_conn));
-}
-
-static size_t conn_broker_offset(void)
-{
-    return CONN_ALIGN(conn_event_offset() + event_get_struct_event_size());
+    return CONN_ALIGN(event_get_struct_event_size());
 }
 
 static hub_conn *conn_alloc(void)
 {
-    return calloc(1, conn_broker_offset() + broker_conn_size());
+    char *mem = calloc(1, conn_offset() + sizeof(hub_conn) + broker_conn_size());
+    return mem ? (hub_conn *)(mem + conn_offset()) : NULL;
+}
+
+static void conn_dealloc(hub_conn *c)
+{
+    free((char *)c - conn_offset());
 }
 
 static struct event *conn_event(hub_conn *c)
 {
-    return (struct event *)((char *)c + conn_event_offset());
+    return (struct event *)((char *)c - conn_offset());
 }
 
 static void *conn_broker_mem(hub_conn *c)
 {
-    return (char *)c + conn_broker_offset();
+    return (char *)c + sizeof(hub_conn);
+}
+
+/* The connection's broker_conn once conn_start opened it, else NULL. */
+static broker_conn *conn_bc(hub_conn *c)
+{
+    return c->broker_open ? conn_broker_mem(c) : NULL;
 }
 
 /* Watch c's socket from its worker's loop (not yet added). */
@@ -246,7 +261,7 @@ static void conn_release(hub_server *hub, hub_conn *c)
         event_free(c->deadline);
     if (c->sock.fd >= 0)
         close(c->sock.fd);
-    free(c);
+    conn_dealloc(c);
 }
 
 /* Activity for the monitor's liveness and rate watch: the packets the
@@ -255,9 +270,9 @@ static void conn_release(hub_server *hub, hub_conn *c)
 static void note_activity(hub_conn *c, bool closing)
 {
     monitor *m = c->w->hub->mon;
-    if (!m || !c->bc || c->who.kind != BROKER_DEVICE)
+    if (!m || !conn_bc(c) || c->who.kind != BROKER_DEVICE)
         return;
-    uint64_t fresh = broker_conn_take_packets(c->bc);
+    uint64_t fresh = broker_conn_take_packets(conn_bc(c));
     uint32_t n;
     if (closing) {
         uint64_t all = fresh + monitor_tap_flush(&c->tap);
@@ -277,15 +292,16 @@ static void note_activity(hub_conn *c, bool closing)
 static void conn_free(hub_conn *c)
 {
     hub_worker *w = c->w;
-    if (c->bc && c->who.kind == BROKER_DEVICE && broker_conn_has_session(c->bc) && w->hub->mon) {
+    if (conn_bc(c) && c->who.kind == BROKER_DEVICE && broker_conn_has_session(conn_bc(c)) &&
+        w->hub->mon) {
         note_activity(c, true);
         /* A hub that is stopping closes everyone: that is not the devices'
          * news. A session taken over by a new connection is not gone. */
         if (!w->stopping)
-            monitor_device_disconnected(w->hub->mon, c->who.id, broker_conn_clean(c->bc));
+            monitor_device_disconnected(w->hub->mon, c->who.id, broker_conn_clean(conn_bc(c)));
     }
-    if (c->bc)
-        broker_conn_gone(w->broker, c->bc, hub_now_ms());
+    if (conn_bc(c))
+        broker_conn_gone(w->broker, conn_bc(c), hub_now_ms());
     conn_unlink(c);
     conn_release(w->hub, c);
 }
@@ -348,9 +364,9 @@ static ssize_t conn_write(hub_conn *c, const uint8_t *data, size_t len)
 /* Write as much of the broker's output as the socket takes. */
 static void flush_conn(hub_conn *c)
 {
-    if (!c->bc || c->close_queued)
+    if (!conn_bc(c) || c->close_queued)
         return;
-    buf *out = broker_output(c->bc);
+    buf *out = broker_output(conn_bc(c));
     for (unsigned rounds = 0; out->len > 0 && rounds < 64; rounds++) {
         size_t len = out->len < WRITE_CHUNK ? out->len : WRITE_CHUNK;
         ssize_t n = conn_write(c, buf_ptr(out), len);
@@ -364,7 +380,7 @@ static void flush_conn(hub_conn *c)
         }
         buf_consume(out, (size_t)n);
         if (out->len == 0)
-            broker_output_drained(c->w->broker, c->bc, hub_now_ms());
+            broker_output_drained(c->w->broker, conn_bc(c), hub_now_ms());
     }
     set_want_write(c, out->len > 0);
 }
@@ -380,7 +396,7 @@ static void read_conn(hub_conn *c)
         }
         if (n == 0)
             return;
-        broker_input(c->w->broker, c->bc, data, (size_t)n, hub_now_ms());
+        broker_input(c->w->broker, conn_bc(c), data, (size_t)n, hub_now_ms());
         note_activity(c, false);
     }
     /* More may be buffered inside OpenSSL (decrypted, or records read ahead
@@ -406,10 +422,11 @@ static void close_expired(hub_worker *w)
         return;
     w->next_cert_expiry = INT64_MAX;
     for (hub_conn *c = w->conns; c; c = c->next) {
-        if (!c->bc || c->close_queued || !c->ssl)
+        if (!conn_bc(c) || c->close_queued || !c->ssl)
             continue;
         if (c->not_after <= now)
-            broker_close(w->broker, c->bc, 0x87, "client certificate expired: connection closed");
+            broker_close(w->broker, conn_bc(c), 0x87,
+                         "client certificate expired: connection closed");
         else
             note_cert_expiry(w, c);
     }
@@ -461,8 +478,9 @@ static void conn_start(hub_conn *c)
         queue_close(c);
         return;
     }
-    c->bc = broker_conn_open_in(conn_broker_mem(c), w->broker, &c->who, c, hub_now_ms());
-    if (!c->bc) {
+    c->broker_open =
+        broker_conn_open_in(conn_broker_mem(c), w->broker, &c->who, c, hub_now_ms()) != NULL;
+    if (!c->broker_open) {
         queue_close(c);
         return;
     }
@@ -1066,8 +1084,13 @@ static bool still_active(void *ctx, const broker_principal *who, void *io)
     hub_conn *c = io;
     if (!c || !c->ssl)
         return service_active(w, who->id);
+    /* The fingerprint is computed again (a few microseconds, next to the
+     * registry lookup) rather than kept: registry changes are rare, and an
+     * idle hub holds many connections. */
+    uint8_t fp[32];
     registry_identity id;
-    return identity_active(w, c->fp, &id) && strcmp(id.id, who->id) == 0;
+    return cert_fingerprint(SSL_get0_peer_certificate(c->ssl), fp) && identity_active(w, fp, &id) &&
+           strcmp(id.id, who->id) == 0;
 }
 
 static void recheck_registry(hub_worker *w, bool force)
@@ -1181,7 +1204,7 @@ static void begin_stop(hub_worker *w)
     broker_shutdown(w->broker, hub_now_ms());
     /* Connections still handshaking never reached the broker: close them. */
     for (hub_conn *c = w->conns; c; c = c->next)
-        if (!c->bc)
+        if (!conn_bc(c))
             queue_close(c);
     struct timeval grace = {5, 0};
     evtimer_add(w->grace_ev, &grace);
@@ -1491,7 +1514,7 @@ void worker_free(hub_worker *w)
             if (env->kind == RELAY_CONN) {
                 hub_conn *c = env->conn;
                 c->w = w;
-                c->bc = NULL;
+                c->broker_open = false;
                 conn_release(w->hub, c);
             } else if (env->kind == RELAY_CONTROL) {
                 free(env->arg);
