@@ -3,26 +3,20 @@
  */
 #include "hmap.h"
 
-#include <sodium.h>
 #include <stdlib.h>
 #include <string.h>
 
+#include "keyhash.h"
+
 static uint64_t hash_of(const hmap *m, const uint8_t *key, size_t len)
 {
-    unsigned char out[crypto_shorthash_BYTES];
-    crypto_shorthash(out, key, len, m->seed);
-    uint64_t h;
-    memcpy(&h, out, sizeof(h));
-    return h;
+    return keyhash(m->seed, key, len);
 }
 
 bool hmap_init(hmap *m)
 {
     *m = (hmap){0};
-    if (sodium_init() < 0)
-        return false;
-    randombytes_buf(m->seed, sizeof(m->seed));
-    return true;
+    return keyhash_key_new(m->seed);
 }
 
 void hmap_free(hmap *m)

@@ -15,6 +15,8 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "keyhash.h"
+
 typedef struct hmap_entry {
     const uint8_t *key;
     size_t key_len;
@@ -27,7 +29,7 @@ typedef struct hmap {
     hmap_entry **buckets;
     size_t nbuckets; /* power of two, or 0 */
     size_t count;
-    uint8_t seed[16];
+    uint8_t seed[KEYHASH_KEY_BYTES];
 } hmap;
 
 /* false when out of memory or libsodium fails to initialise. */

@@ -10,6 +10,7 @@
 
 #include "broker.h"
 #include "hmap.h"
+#include "keyhash.h"
 #include "store.h"
 #include "tree.h"
 
@@ -212,7 +213,7 @@ typedef struct session_index {
     session **buckets;
     size_t nbuckets; /* power of two, or 0 */
     size_t count;
-    uint8_t seed[16];
+    uint8_t seed[KEYHASH_KEY_BYTES];
 } session_index;
 
 bool session_index_init(session_index *x); /* false if libsodium fails */

@@ -5,10 +5,9 @@
  * session itself, so indexing a session costs it 12 bytes instead of a
  * separately allocated entry (48 bytes with malloc's header) — a hub holds
  * one session per client, idle or not. Client ids are chosen by clients:
- * they are hashed with SipHash-2-4 (libsodium crypto_shorthash) under a key
- * drawn at random per index, so that no one can make them collide.
+ * they are hashed with keyhash (keyhash.h), so that no one can make them
+ * collide.
  */
-#include <sodium.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -16,20 +15,13 @@
 
 static uint32_t hash_of(const session_index *x, codec_bytes id)
 {
-    unsigned char out[crypto_shorthash_BYTES];
-    crypto_shorthash(out, id.ptr, id.len, x->seed);
-    uint32_t h;
-    memcpy(&h, out, sizeof(h));
-    return h;
+    return (uint32_t)keyhash(x->seed, id.ptr, id.len);
 }
 
 bool session_index_init(session_index *x)
 {
     *x = (session_index){0};
-    if (sodium_init() < 0)
-        return false;
-    randombytes_buf(x->seed, sizeof(x->seed));
-    return true;
+    return keyhash_key_new(x->seed);
 }
 
 void session_index_free(session_index *x)

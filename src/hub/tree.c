@@ -35,6 +35,7 @@
 
 #include <sodium.h>
 
+#include "keyhash.h"
 #include "tree.h"
 
 enum {
@@ -67,7 +68,7 @@ struct tree_node {
 
 struct tree {
     tree_node root;
-    unsigned char key[crypto_shorthash_KEYBYTES];
+    uint8_t key[KEYHASH_KEY_BYTES];
 };
 
 /* ---- levels ------------------------------------------------------------ */
@@ -111,12 +112,7 @@ static bool is_dollar(const tree_node *n)
 
 static uint32_t level_hash(const tree *t, const uint8_t *p, size_t n)
 {
-    unsigned char out[crypto_shorthash_BYTES];
-    uint32_t h;
-
-    crypto_shorthash(out, p, n, t->key);
-    memcpy(&h, out, sizeof(h));
-    return h;
+    return (uint32_t)keyhash(t->key, p, n);
 }
 
 /* ---- children ---------------------------------------------------------- */
@@ -309,13 +305,11 @@ static tree_node *preorder_next(const tree_node *n, const tree_node *base)
 
 tree *tree_new(void)
 {
-    /* Safe to call again; fails only when no randomness can be had. */
-    if (sodium_init() < 0)
-        return NULL;
     tree *t = calloc(1, sizeof(*t));
-    if (t == NULL)
-        return NULL;
-    randombytes_buf(t->key, sizeof(t->key));
+    if (t && !keyhash_key_new(t->key)) {
+        free(t);
+        t = NULL;
+    }
     return t;
 }
 
