@@ -164,21 +164,40 @@ bool conn_send(broker *b, broker_conn *c, const uint8_t *bytes, size_t len)
     return true;
 }
 
+void explain(const broker_conn *c, codec_props *props, const char *why, bool always)
+{
+    if (c->version != CODEC_V5 || !why || (!always && c->no_problem_info))
+        return;
+    CODEC_SET(props, CODEC_PROP_REASON_STRING);
+    props->reason_string = (codec_bytes){(const uint8_t *)why, strlen(why)};
+}
+
 void conn_close(broker *b, broker_conn *c, uint8_t reason, const char *why)
+{
+    if (c->state == CONN_CLOSING)
+        return;
+    if (why && reason >= 0x80)
+        broker_log(b, BROKER_EV_PROTOCOL_ERROR, c->who, "closing connection: %s (0x%02x %s)", why,
+                   reason, codec_reason_name(reason));
+    conn_close_quiet(b, c, reason, why);
+}
+
+void conn_close_quiet(broker *b, broker_conn *c, uint8_t reason, const char *why)
 {
     if (c->state == CONN_CLOSING)
         return;
     if (c->version == CODEC_V5 && c->state == CONN_ACTIVE && reason != 0) {
         codec_disconnect d = {.reason = reason};
-        uint8_t pkt[8];
+        explain(c, &d.props, why, true);
+        uint8_t pkt[512];
         size_t n;
-        if (codec_encode_disconnect(CODEC_DISCONNECT, &d, CODEC_V5, pkt, sizeof(pkt), &n) ==
-            CODEC_OK)
+        codec_status st;
+        do
+            st = codec_encode_disconnect(CODEC_DISCONNECT, &d, CODEC_V5, pkt, sizeof(pkt), &n);
+        while (st == CODEC_OK && explained_too_big(&d.props, n, conn_client_max(c)));
+        if (st == CODEC_OK)
             (void)buf_append(&c->out, pkt, n);
     }
-    if (why && reason >= 0x80)
-        broker_log(b, BROKER_EV_PROTOCOL_ERROR, c->who, "closing connection: %s (0x%02x %s)", why,
-                   reason, codec_reason_name(reason));
     c->state = CONN_CLOSING;
     timer_disarm(&b->timers, &c->timer);
     conn_mark_dirty(b, c);
@@ -787,7 +806,7 @@ void broker_reauthorize(broker *b,
         if (!still_active(ctx, c->who, c->io)) {
             broker_log(b, BROKER_EV_DISCONNECTED, c->who,
                        "identity revoked or disabled: connection closed");
-            conn_close(b, c, 0x98, NULL);
+            conn_close_quiet(b, c, 0x98, "identity revoked or disabled");
         }
     }
     size_t bucket = 0;
@@ -803,7 +822,7 @@ void broker_reauthorize(broker *b,
         if (s->conn && s->conn->state != CONN_CLOSING && (!fresh || !policy_may_connect(fresh))) {
             broker_log(b, BROKER_EV_DISCONNECTED, s->who,
                        "policies no longer allow connecting: connection closed");
-            conn_close(b, s->conn, 0x87, NULL);
+            conn_close_quiet(b, s->conn, 0x87, "policies no longer allow connecting");
         }
         session_recheck_subs(b, s);
     }
@@ -820,7 +839,7 @@ void broker_close(broker *b, broker_conn *c, uint8_t reason, const char *why)
 {
     if (why)
         broker_log(b, BROKER_EV_DISCONNECTED, c->who, "%s", why);
-    conn_close(b, c, reason, NULL);
+    conn_close_quiet(b, c, reason, why);
 }
 
 void broker_shutdown(broker *b, uint64_t now_ms)

@@ -278,7 +278,8 @@ void broker_reauthorize(broker *b,
 void broker_set_limits(broker *b, const broker_limits *limits);
 
 /* Close a connection for a reason the server found (certificate expired...):
- * MQTT 5 clients get DISCONNECT with reason; why is logged. */
+ * MQTT 5 clients get DISCONNECT with reason and why as its Reason String;
+ * why is logged. */
 void broker_close(broker *b, broker_conn *c, uint8_t reason, const char *why);
 
 /* Close every connection (MQTT 5 clients get DISCONNECT 0x8B server shutting

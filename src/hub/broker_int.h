@@ -253,6 +253,7 @@ struct broker_conn {
     bool holding_listed;   /* in b->holding */
     bool durable;          /* this pass wrote the store on its behalf */
     bool server_memory;    /* from broker_conn_open_in: not ours to free */
+    bool no_problem_info;  /* CONNECT's Request Problem Information was 0 */
 };
 
 /* An acknowledgement held until its pass is durable on every worker. */
@@ -261,6 +262,7 @@ typedef struct held_ack {
     uint64_t gid; /* its message, while the reason is 0x10 "no
                      matching subscribers" and other workers may
                      still find some (broker_ack_matched) */
+    const char *why; /* its Reason String (static), or NULL */
     uint8_t type;
     uint8_t reason;
     uint16_t packet_id;
@@ -334,7 +336,30 @@ struct broker {
 void conn_mark_dirty(broker *b, broker_conn *c);
 /* Put c in b->holding (it has held acks); false when out of memory. */
 bool broker_hold_list(broker *b, broker_conn *c);
+/* Close c. An MQTT 5 client that is past CONNECT is sent a DISCONNECT with
+ * the reason first, `why` as its Reason String; a `why` with an error reason
+ * is also logged. conn_close_quiet: the same without the log line, for
+ * callers that logged their own event. */
 void conn_close(broker *b, broker_conn *c, uint8_t reason, const char *why);
+void conn_close_quiet(broker *b, broker_conn *c, uint8_t reason, const char *why);
+/* Give props `why` as its Reason String when the client may get one: MQTT 5,
+ * and either `always` (CONNACK, DISCONNECT) or the client did not turn
+ * problem information off (3.1.2.11.7). */
+void explain(const broker_conn *c, codec_props *props, const char *why, bool always);
+/* Whether a packet of n bytes is larger than the client takes: then it goes
+ * without its Reason String ([MQTT-3.1.2-25]). limit 0: no limit. */
+static inline bool explained_too_big(codec_props *props, size_t n, uint32_t limit)
+{
+    if (!CODEC_HAS(props, CODEC_PROP_REASON_STRING) || !limit || n <= limit)
+        return false;
+    props->present &= ~((uint64_t)1 << CODEC_PROP_REASON_STRING);
+    return true;
+}
+/* The largest packet c's client takes, from its CONNECT; 0: no limit. */
+static inline uint32_t conn_client_max(const broker_conn *c)
+{
+    return c->s ? c->s->client_max_packet : 0;
+}
 bool conn_send(broker *b, broker_conn *c, const uint8_t *bytes, size_t len);
 void broker_log(broker *b, broker_event ev, const broker_principal *who, const char *fmt, ...)
     __attribute__((format(printf, 4, 5)));

@@ -22,32 +22,33 @@
 /* Stop filling a connection's output past this; resume when it drains. */
 #define OUTPUT_HIGH_WATER (256u * 1024u)
 
+/* An error reason may carry its Reason String (why, static). */
 static void send_ack_now(broker *b, broker_conn *c, uint8_t type, uint16_t packet_id,
-                         uint8_t reason)
+                         uint8_t reason, const char *why)
 {
     codec_ack a = {.packet_id = packet_id, .reason = c->version == CODEC_V5 ? reason : 0};
-    uint8_t pkt[8];
+    if (reason >= 0x80)
+        explain(c, &a.props, why, false);
+    uint8_t pkt[512];
     size_t n;
-    if (codec_encode_ack(type, &a, c->version, pkt, sizeof(pkt), &n) == CODEC_OK)
+    codec_status st;
+    do
+        st = codec_encode_ack(type, &a, c->version, pkt, sizeof(pkt), &n);
+    while (st == CODEC_OK && explained_too_big(&a.props, n, conn_client_max(c)));
+    if (st == CODEC_OK)
         (void)conn_send(b, c, pkt, n);
 }
 
 /* With several workers a PUBACK/PUBREC promises what other workers store
  * too, so it waits in the connection's FIFO (which keeps acknowledgements in
- * the order of their PUBLISHes, [MQTT-4.6.0-2]) until broker_release_acks. */
-void send_ack(broker *b, broker_conn *c, uint8_t type, uint16_t packet_id, uint8_t reason)
+ * the order of their PUBLISHes, [MQTT-4.6.0-2]) until broker_release_acks.
+ * Held only when another thread stores the message (wait), or to stay
+ * behind an earlier held one of the same connection (order of acks). */
+static void queue_ack(broker *b, broker_conn *c, held_ack a, bool wait)
 {
-    send_publish_ack(b, c, type, packet_id, reason, 0, false);
-}
-
-void send_publish_ack(broker *b, broker_conn *c, uint8_t type, uint16_t packet_id, uint8_t reason,
-                      uint64_t gid, bool wait)
-{
-    /* Held only when another thread stores the message, or to stay behind
-     * an earlier held one of the same connection (order of acks). */
-    if (!b->relay.hold_acks || (type != CODEC_PUBACK && type != CODEC_PUBREC) ||
+    if (!b->relay.hold_acks || (a.type != CODEC_PUBACK && a.type != CODEC_PUBREC) ||
         (!wait && !c->held_last)) {
-        send_ack_now(b, c, type, packet_id, reason);
+        send_ack_now(b, c, a.type, a.packet_id, a.reason, a.why);
         return;
     }
     held_ack *h = malloc(sizeof(*h));
@@ -56,13 +57,25 @@ void send_publish_ack(broker *b, broker_conn *c, uint8_t type, uint16_t packet_i
         conn_close(b, c, 0x83, "out of memory"); /* no acknowledgement is a safe answer */
         return;
     }
-    *h = (held_ack){.pass = b->pass, .type = type, .reason = reason, .packet_id = packet_id};
-    if (reason == 0x10 && gid) {
-        h->gid = gid;
-        if (!hmap_put(&b->unmatched, (const uint8_t *)&h->gid, sizeof(h->gid), h))
-            h->reason = 0x00; /* cannot track it: say the safe, less precise thing */
-    }
+    *h = a;
+    h->pass = b->pass;
+    if (h->reason != 0x10)
+        h->gid = 0;
+    else if (h->gid && !hmap_put(&b->unmatched, (const uint8_t *)&h->gid, sizeof(h->gid), h))
+        h->reason = 0x00; /* cannot track it: say the safe, less precise thing */
     held_push(c, h);
+}
+
+void send_ack(broker *b, broker_conn *c, uint8_t type, uint16_t packet_id, uint8_t reason)
+{
+    queue_ack(b, c, (held_ack){.type = type, .reason = reason, .packet_id = packet_id}, false);
+}
+
+void send_publish_ack(broker *b, broker_conn *c, uint8_t type, uint16_t packet_id, uint8_t reason,
+                      uint64_t gid, bool wait)
+{
+    queue_ack(b, c, (held_ack){.gid = gid, .type = type, .reason = reason, .packet_id = packet_id},
+              wait);
 }
 
 /* Send (ok) or drop (the pass was lost) the held acks of passes <= through. */
@@ -77,7 +90,7 @@ void broker_release_acks(broker *b, uint64_t through, bool ok)
             if (h->gid)
                 hmap_del(&b->unmatched, (const uint8_t *)&h->gid, sizeof(h->gid));
             if (ok && c->state != CONN_CLOSING)
-                send_ack_now(b, c, h->type, h->packet_id, h->reason);
+                send_ack_now(b, c, h->type, h->packet_id, h->reason, h->why);
             else
                 lost = true;
             free(h);
@@ -118,7 +131,12 @@ static void refuse_publish(broker *b, broker_conn *c, const codec_publish *p, ui
         return;
     }
     if (p->qos > 0)
-        send_ack(b, c, p->qos == 1 ? CODEC_PUBACK : CODEC_PUBREC, p->packet_id, reason);
+        queue_ack(b, c,
+                  (held_ack){.why = why,
+                             .type = p->qos == 1 ? CODEC_PUBACK : CODEC_PUBREC,
+                             .reason = reason,
+                             .packet_id = p->packet_id},
+                  false);
 }
 
 static bool qos2_in_has(const session *s, uint16_t id, size_t *at)

@@ -15,20 +15,31 @@
 
 #define MAX_CLIENT_ID 256u
 
-static void send_connack(broker *b, broker_conn *c, const codec_connack *ack)
+/* limit: the largest packet the client takes (0: any); only a Reason
+ * String is left out to meet it. */
+static void send_connack(broker *b, broker_conn *c, codec_connack *ack, uint32_t limit)
 {
-    uint8_t pkt[512];
+    uint8_t pkt[1024];
     size_t n;
-    if (codec_encode_connack(ack, c->version, pkt, sizeof(pkt), &n) == CODEC_OK)
+    codec_status st;
+    do
+        st = codec_encode_connack(ack, c->version, pkt, sizeof(pkt), &n);
+    while (st == CODEC_OK && explained_too_big(&ack->props, n, limit));
+    if (st == CODEC_OK)
         (void)buf_append(&c->out, pkt, n);
     conn_mark_dirty(b, c);
 }
 
-/* Refuse a CONNECT: CONNACK with the reason in the client's version, close. */
-static void refuse(broker *b, broker_conn *c, uint8_t v5_reason, uint8_t v311_code, const char *why)
+/* Refuse a CONNECT: CONNACK with the reason in the client's version (MQTT 5:
+ * `why` as its Reason String), close. */
+static void refuse(broker *b, broker_conn *c, const codec_connect *p, uint8_t v5_reason,
+                   uint8_t v311_code, const char *why)
 {
     codec_connack ack = {.reason = c->version == CODEC_V5 ? v5_reason : v311_code};
-    send_connack(b, c, &ack);
+    explain(c, &ack.props, why, true);
+    send_connack(b, c, &ack,
+                 CODEC_HAS(&p->props, CODEC_PROP_MAXIMUM_PACKET_SIZE) ? p->props.maximum_packet_size
+                                                                      : 0);
     broker_log(b, BROKER_EV_REFUSED_CONNECT, c->who, "CONNECT refused: %s", why);
     broker_refused(b, BROKER_EV_REFUSED_CONNECT, c->who, c->io, (codec_bytes){0},
                    broker_reason_word(v5_reason));
@@ -306,9 +317,12 @@ void handle_connect(broker *b, broker_conn *c, const codec_connect *p, uint64_t 
 {
     c->version = p->protocol_version;
     const codec_props *props = &p->props;
+    c->no_problem_info = p->protocol_version == CODEC_V5 &&
+                         CODEC_HAS(props, CODEC_PROP_REQUEST_PROBLEM_INFO) &&
+                         props->request_problem_info == 0;
 
     if (CODEC_HAS(props, CODEC_PROP_AUTH_METHOD)) {
-        refuse(b, c, 0x8C, 0x05, "enhanced authentication is not supported");
+        refuse(b, c, p, 0x8C, 0x05, "enhanced authentication is not supported");
         return;
     }
     codec_bytes client_id = p->client_id;
@@ -316,7 +330,7 @@ void handle_connect(broker *b, broker_conn *c, const codec_connect *p, uint64_t 
     char assigned_buf[96];
     if (client_id.len == 0) {
         if (p->protocol_version == CODEC_V311 && !p->clean_start) {
-            refuse(b, c, 0x85, 0x02, "empty client identifier with a persistent session");
+            refuse(b, c, p, 0x85, 0x02, "empty client identifier with a persistent session");
             return; /* [MQTT-3.1.3-8] */
         }
         client_id = (codec_bytes){(const uint8_t *)c->who->id, strlen(c->who->id)};
@@ -337,7 +351,7 @@ void handle_connect(broker *b, broker_conn *c, const codec_connect *p, uint64_t 
         broker_log(b, BROKER_EV_REFUSED_CONNECT, c->who,
                    "client identifier '%.*s' does not belong to this certificate",
                    (int)(client_id.len > 64 ? 64 : client_id.len), (const char *)client_id.ptr);
-        refuse(b, c, 0x85, 0x02, "client identifier not valid for this identity");
+        refuse(b, c, p, 0x85, 0x02, "client identifier not valid for this identity");
         return;
     }
 
@@ -345,7 +359,7 @@ void handle_connect(broker *b, broker_conn *c, const codec_connect *p, uint64_t 
         b->cfg.policies_for ? b->cfg.policies_for(b->cfg.policies_ctx, c->who) : NULL;
     if (!policies || !policy_may_connect(policies)) {
         policy_set_free(policies);
-        refuse(b, c, 0x87, 0x05, "not authorized to connect");
+        refuse(b, c, p, 0x87, 0x05, "not authorized to connect");
         return;
     }
     if (p->will_flag) {
@@ -353,7 +367,7 @@ void handle_connect(broker *b, broker_conn *c, const codec_connect *p, uint64_t 
                         codec_topic_levels(p->will_topic) <= b->lim.max_topic_levels;
         if (!topic_ok || !policy_may_publish(policies, p->will_topic)) {
             policy_set_free(policies);
-            refuse(b, c, 0x87, 0x05, "will topic not allowed");
+            refuse(b, c, p, 0x87, 0x05, "will topic not allowed");
             return;
         }
     }
@@ -369,11 +383,12 @@ void handle_connect(broker *b, broker_conn *c, const codec_connect *p, uint64_t 
             publish_will(b, s, now);
         msg_unref(s->will);
         s->will = NULL;
+        /* While old->s still gives the old client's packet size limit. */
+        conn_close_quiet(b, old, 0x8E, "another connection took over this session");
         old->s = NULL;
         old->clean_disconnect = true; /* its will is settled above */
         s->conn = NULL;
         alias_reset(b, s);
-        conn_close(b, old, 0x8E, NULL);
         broker_log(b, BROKER_EV_DISCONNECTED, old->who, "session taken over by a new connection");
     } else if (s && s->will) {
         /* Offline with a will waiting for its delay: reconnecting cancels it,
@@ -398,7 +413,7 @@ void handle_connect(broker *b, broker_conn *c, const codec_connect *p, uint64_t 
         s = session_new(b, client_id, c->who);
         if (!s) {
             policy_set_free(policies);
-            refuse(b, c, 0x89, 0x03, "out of memory");
+            refuse(b, c, p, 0x89, 0x03, "out of memory");
             return;
         }
     }
@@ -482,7 +497,7 @@ void handle_connect(broker *b, broker_conn *c, const codec_connect *p, uint64_t 
             ap->server_keep_alive = keep_alive;
         }
     }
-    send_connack(b, c, &ack);
+    send_connack(b, c, &ack, s->client_max_packet);
     if (s->persistent)
         store_session(b, s, 0);
     broker_log(b, BROKER_EV_CONNECTED, c->who, "connected as '%.*s' (MQTT %s, %s session)",

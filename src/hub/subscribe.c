@@ -207,12 +207,17 @@ static void visit_retained(tree_node *node, void *value, void *ctx)
     session_enqueue(r->b, s, m, qos, true, &id, id ? 1 : 0, r->now);
 }
 
+/* why: the Reason String of a SUBACK that refuses a filter, or NULL. */
 static void send_suback(broker *b, broker_conn *c, uint8_t type, uint16_t packet_id,
-                        const uint8_t *reasons, size_t n)
+                        const uint8_t *reasons, size_t n, const char *why)
 {
     codec_suback ack = {.packet_id = packet_id, .reasons = {reasons, n}};
+    explain(c, &ack.props, why, false);
     size_t need;
     if (codec_encode_suback(type, &ack, c->version, NULL, 0, &need) != CODEC_ERR_BUFFER)
+        return;
+    if (explained_too_big(&ack.props, need, conn_client_max(c)) &&
+        codec_encode_suback(type, &ack, c->version, NULL, 0, &need) != CODEC_ERR_BUFFER)
         return;
     uint8_t *out = buf_tail(&c->out, need);
     size_t written;
@@ -227,16 +232,18 @@ static void send_suback(broker *b, broker_conn *c, uint8_t type, uint16_t packet
 }
 
 /* The SUBACK code for one requested filter; *out gets the subscription made
- * or updated, *is_new whether it was new. */
+ * or updated, *is_new whether it was new; *why why it was refused. */
 static uint8_t subscribe_one(broker *b, session *s, const codec_subscription *e, uint32_t sub_id,
-                             sub **out, bool *is_new)
+                             sub **out, bool *is_new, const char **why)
 {
     bool v5 = s->version == CODEC_V5;
     *out = NULL;
     *is_new = false;
     codec_bytes share, inner = e->filter;
-    if (codec_topic_filter_check(e->filter) != CODEC_OK)
+    if (codec_topic_filter_check(e->filter) != CODEC_OK) {
+        *why = "topic filter not valid";
         return v5 ? 0x8F : 0x80;
+    }
     if (!codec_topic_shared_split(e->filter, &share, &inner))
         inner = e->filter;
     if (inner.len > b->lim.max_topic_length ||
@@ -246,6 +253,7 @@ static uint8_t subscribe_one(broker *b, session *s, const codec_subscription *e,
                    (int)(e->filter.len > 128 ? 128 : e->filter.len), (const char *)e->filter.ptr);
         broker_refused(b, BROKER_EV_REFUSED_SUBSCRIBE, s->who, s->conn ? s->conn->io : NULL,
                        e->filter, "limit");
+        *why = "topic filter longer or deeper than the limit";
         return v5 ? 0x8F : 0x80;
     }
     if (!policy_may_subscribe(s->policies, e->filter)) {
@@ -255,6 +263,7 @@ static uint8_t subscribe_one(broker *b, session *s, const codec_subscription *e,
         broker_refused(b, BROKER_EV_REFUSED_SUBSCRIBE, s->who, s->conn ? s->conn->io : NULL,
                        e->filter, "policy");
         b->stats.refused++;
+        *why = "not authorized by policy";
         return v5 ? 0x87 : 0x80;
     }
     sub *x = find_sub(s, e->filter, NULL);
@@ -272,11 +281,14 @@ static uint8_t subscribe_one(broker *b, session *s, const codec_subscription *e,
                        b->lim.max_subscriptions);
             broker_refused(b, BROKER_EV_REFUSED_SUBSCRIBE, s->who, s->conn ? s->conn->io : NULL,
                            e->filter, "limit");
+            *why = "subscriptions per session at the limit";
             return v5 ? 0x97 : 0x80;
         }
         x = sub_add(b, s, e, sub_id);
-        if (!x)
+        if (!x) {
+            *why = "out of memory";
             return 0x80;
+        }
         *is_new = true;
     }
     if (s->persistent && store_touch(b, s->conn)) {
@@ -306,11 +318,15 @@ void handle_subscribe(broker *b, broker_conn *c, const codec_subscribe *p, uint6
     }
     size_t pos = 0, i = 0;
     codec_subscription e;
+    const char *why = NULL; /* the first refusal's */
     while (i < p->count && codec_subscribe_next(p, s->version, &pos, &e)) {
-        reasons[i] = subscribe_one(b, s, &e, sub_id, &made[i], &fresh[i]);
+        const char *this_why = NULL;
+        reasons[i] = subscribe_one(b, s, &e, sub_id, &made[i], &fresh[i], &this_why);
+        if (!why)
+            why = this_why;
         i++;
     }
-    send_suback(b, c, CODEC_SUBACK, p->packet_id, reasons, i);
+    send_suback(b, c, CODEC_SUBACK, p->packet_id, reasons, i, why);
 
     /* Retained messages after the SUBACK, per retain handling: 0 always,
      * 1 only for a new subscription, 2 never. */
@@ -352,7 +368,7 @@ void handle_unsubscribe(broker *b, broker_conn *c, const codec_unsubscribe *p)
         i++;
     }
     /* A 3.1.1 UNSUBACK carries no codes. */
-    send_suback(b, c, CODEC_UNSUBACK, p->packet_id, reasons, s->version == CODEC_V5 ? i : 0);
+    send_suback(b, c, CODEC_UNSUBACK, p->packet_id, reasons, s->version == CODEC_V5 ? i : 0, NULL);
     free(reasons);
 }
 

@@ -13,7 +13,8 @@ import paho.mqtt.client as mqtt
 
 from mqttwire import (CONTENT_TYPE, CORRELATION_DATA, DISCONNECT, MAXIMUM_PACKET_SIZE,
                       MESSAGE_EXPIRY, PAYLOAD_FORMAT, PUBACK, PUBCOMP, PUBLISH, PUBREC,
-                      PUBREL, RECEIVE_MAXIMUM, RESPONSE_TOPIC, SESSION_EXPIRY,
+                      PUBREL, REASON_STRING, RECEIVE_MAXIMUM, REQUEST_PROBLEM_INFO,
+                      RESPONSE_TOPIC, SESSION_EXPIRY,
                       SUBSCRIPTION_ID, TOPIC_ALIAS, TOPIC_ALIAS_MAXIMUM, USER_PROPERTY,
                       PINGRESP, V311, barrier, paho_publish, paho_subscribe, sub_opts)
 from mqttwire import env  # noqa: F401  (the fixture)
@@ -670,3 +671,39 @@ def test_will_message_expiry_counts_from_publication(env):
     w.abort()
     p = s.receive()
     assert (p.topic, p.payload, p.prop(MESSAGE_EXPIRY)) == ("t/will/e", b"late", 1)
+
+
+# ---- reason strings ----------------------------------------------------------------
+
+def test_reason_strings(env):
+    """A refusal says why in a Reason String: CONNACK, PUBACK, SUBACK and the
+    hub's DISCONNECT. With Request Problem Information 0 the client gets none
+    on PUBACK or SUBACK, but still on DISCONNECT; none makes a packet larger
+    than the client's Maximum Packet Size.
+    3.1.2.11.7, [MQTT-3.1.2-29], [MQTT-3.1.2-25], 3.4.2.2.2, 3.9.2.1.2, 3.14.2.2.3."""
+    env.start()
+    c = env.raw("someone-else")
+    assert c.connack.reason == 0x85
+    assert c.connack.prop(REASON_STRING) == "client identifier not valid for this identity"
+
+    def refusals(**kw):
+        r = env.raw("svc/why", **kw)
+        ack = r.publish_acked("u/elsewhere", b"x", qos=1)
+        assert ack.reason == 0x87, ack
+        sub = r.subscribe([("u/#", 1), ("t/ok", 1)])
+        assert list(sub.reasons) == [0x87, 1], sub
+        r.publish("", b"y", props=[(TOPIC_ALIAS, 1)])  # an alias never set
+        bye = r.wait_closed()
+        assert [(p.type, p.reason) for p in bye] == [(DISCONNECT, 0x82)], bye
+        return ack.prop(REASON_STRING), sub.prop(REASON_STRING), bye[0].prop(REASON_STRING)
+
+    assert refusals() == ("not authorized by policy", "not authorized by policy",
+                          "unknown topic alias")
+    assert refusals(props=[(REQUEST_PROBLEM_INFO, 0)]) == (None, None, "unknown topic alias")
+    assert refusals(props=[(MAXIMUM_PACKET_SIZE, 16)]) == (None, None, None)
+
+    # What Paho shows its application.
+    p = env.paho("not-svc", protocol=mqtt.MQTTv5)
+    flags, rc, props = p.connack
+    assert rc == 0x85, rc
+    assert props.ReasonString == "client identifier not valid for this identity"

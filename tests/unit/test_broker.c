@@ -648,7 +648,8 @@ static void test_connect_identity(void **state)
     codec_connect c = connect_pkt(CODEC_V5, "dev2");
     send_connect(t, &c);
     codec_connack a = expect_connack(t, 0x85, false);
-    assert_int_equal(a.props.present, 0);
+    assert_int_equal(a.props.present, (uint64_t)1 << CODEC_PROP_REASON_STRING);
+    assert_bytes(a.props.reason_string, "client identifier not valid for this identity");
     expect_nothing(t);
     assert_true(t->closing);
     send_ping(t); /* nothing is read after a refused CONNECT */
@@ -1576,6 +1577,91 @@ static void test_topic_alias_in_errors(void **state)
     h_free(h);
 }
 
+/* MQTT 5 Reason Strings: on refusals, unless the client turned problem
+ * information off (then still on CONNACK and DISCONNECT, 3.1.2.11.7), and
+ * never past the client's Maximum Packet Size. */
+static tconn *device_asking(harness *h, bool problem_info, uint32_t max_packet)
+{
+    tconn *d = open_conn(h, BROKER_DEVICE, "dev1");
+    codec_connect c = connect_pkt(CODEC_V5, "dev1");
+    if (!problem_info) {
+        CODEC_SET(&c.props, CODEC_PROP_REQUEST_PROBLEM_INFO);
+        c.props.request_problem_info = 0;
+    }
+    if (max_packet) {
+        CODEC_SET(&c.props, CODEC_PROP_MAXIMUM_PACKET_SIZE);
+        c.props.maximum_packet_size = max_packet;
+    }
+    send_connect(d, &c);
+    expect_connack(d, 0, false);
+    return d;
+}
+
+static codec_props expect_refusals(tconn *d, codec_props *suback_props)
+{
+    publish(d, "moat/dev2/up/x", "a", 1, false, 7);
+    codec_packet p = expect_packet(d, CODEC_PUBACK);
+    assert_int_equal(p.u.ack.reason, 0x87);
+    codec_subscription e = {.filter = str("moat/dev2/down/#"), .qos = 1};
+    send_subscribe(d, 8, &e, 1, 0);
+    codec_packet q = expect_packet(d, CODEC_SUBACK);
+    assert_int_equal(q.u.suback.reasons.ptr[0], 0x87);
+    *suback_props = q.u.suback.props;
+    return p.u.ack.props;
+}
+
+static void test_reason_strings(void **state)
+{
+    (void)state;
+    harness *h = h_new();
+    tconn *d = device_asking(h, true, 0);
+    codec_props sp, ap = expect_refusals(d, &sp);
+    assert_bytes(ap.reason_string, "not authorized by policy");
+    assert_bytes(sp.reason_string, "not authorized by policy");
+    publish_alias(d, "", 2, "x"); /* an alias never set */
+    codec_packet p = expect_packet(d, CODEC_DISCONNECT);
+    assert_int_equal(p.u.disconnect.reason, 0x82);
+    assert_bytes(p.u.disconnect.props.reason_string, "unknown topic alias");
+    gone(d);
+
+    /* Request Problem Information 0: none on PUBACK or SUBACK, still on
+     * DISCONNECT. */
+    d = device_asking(h, false, 0);
+    ap = expect_refusals(d, &sp);
+    assert_false(CODEC_HAS(&ap, CODEC_PROP_REASON_STRING));
+    assert_false(CODEC_HAS(&sp, CODEC_PROP_REASON_STRING));
+    publish_alias(d, "", 2, "x");
+    p = expect_packet(d, CODEC_DISCONNECT);
+    assert_bytes(p.u.disconnect.props.reason_string, "unknown topic alias");
+    gone(d);
+
+    /* A client taking at most 16-byte packets gets the refusals without their
+     * strings, not larger packets. */
+    d = device_asking(h, true, 16);
+    ap = expect_refusals(d, &sp);
+    assert_false(CODEC_HAS(&ap, CODEC_PROP_REASON_STRING));
+    assert_false(CODEC_HAS(&sp, CODEC_PROP_REASON_STRING));
+    publish_alias(d, "", 2, "x");
+    p = expect_packet(d, CODEC_DISCONNECT);
+    assert_false(CODEC_HAS(&p.u.disconnect.props, CODEC_PROP_REASON_STRING));
+    gone(d);
+
+    /* A session taken over: the old connection is told why. */
+    d = device_asking(h, true, 0);
+    tconn *e = device_asking(h, true, 0);
+    p = expect_packet(d, CODEC_DISCONNECT);
+    assert_int_equal(p.u.disconnect.reason, 0x8E);
+    assert_bytes(p.u.disconnect.props.reason_string, "another connection took over this session");
+    expect_nothing(e);
+
+    /* MQTT 3.1.1 has no properties: a refused CONNECT is only its code. */
+    tconn *v3 = open_conn(h, BROKER_DEVICE, "dev1");
+    codec_connect c = connect_pkt(CODEC_V311, "dev2");
+    send_connect(v3, &c);
+    expect_connack(v3, 0x02, false);
+    h_free(h);
+}
+
 static tconn *device_alias_max(harness *h, uint16_t alias_max, uint32_t max_packet)
 {
     tconn *d = open_conn(h, BROKER_DEVICE, "dev1");
@@ -2341,6 +2427,28 @@ static void test_relay_lost_pass_closes_unacknowledged(void **state)
     h_free(a);
 }
 
+/* A refusal queued behind a held ack keeps its Reason String. */
+static void test_relay_held_refusal_says_why(void **state)
+{
+    (void)state;
+    test_relay ra;
+    harness *a = h_relay(&ra, false);
+    tconn *dev = join(a, BROKER_DEVICE, "dev1", CODEC_V5);
+    uint64_t p = broker_pass(a->b);
+    publish(dev, "moat/dev1/up/a", "a", 1, false, 1);
+    publish(dev, "moat/dev2/up/a", "b", 1, false, 2);
+    expect_nothing(dev);
+    assert_true(broker_pass(a->b) > p); /* the refusal waits for a later pass */
+    broker_release_acks(a->b, broker_pass(a->b), true);
+    pass(a);
+    expect_ack(dev, CODEC_PUBACK, 1, 0x10);
+    codec_packet q = expect_packet(dev, CODEC_PUBACK);
+    assert_int_equal(q.u.ack.packet_id, 2);
+    assert_int_equal(q.u.ack.reason, 0x87);
+    assert_bytes(q.u.ack.props.reason_string, "not authorized by policy");
+    h_free(a);
+}
+
 /* Acks stay in PUBLISH order even when released in two steps. */
 static void test_relay_acks_keep_their_order(void **state)
 {
@@ -2453,6 +2561,7 @@ int main(void)
         cmocka_unit_test(test_message_expiry_while_queued),
         cmocka_unit_test(test_topic_alias_in),
         cmocka_unit_test(test_topic_alias_in_errors),
+        cmocka_unit_test(test_reason_strings),
         cmocka_unit_test(test_topic_alias_out),
         cmocka_unit_test(test_topic_alias_out_oversized),
         cmocka_unit_test(test_oversized_qos1_discarded),
@@ -2470,6 +2579,7 @@ int main(void)
         cmocka_unit_test(test_relay_holds_acks_until_released),
         cmocka_unit_test(test_relay_lost_pass_closes_unacknowledged),
         cmocka_unit_test(test_relay_acks_keep_their_order),
+        cmocka_unit_test(test_relay_held_refusal_says_why),
         cmocka_unit_test(test_relay_unneeded_acks_are_not_held),
         cmocka_unit_test(test_relay_retained_goes_through_the_authority),
     };
