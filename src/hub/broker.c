@@ -436,7 +436,7 @@ void broker_free(broker *b)
     session *s;
     while ((s = session_index_first(&b->sessions, &bucket))) {
         s->stored = false; /* keep it in the store: this is only freeing memory */
-        session_destroy(b, s);
+        session_destroy(b, s, 0);
     }
     session_index_free(&b->sessions);
     if (b->subs)

@@ -116,6 +116,7 @@ enum {
     BROKER_FWD_ROUTE = 1,          /* route to this broker's subscribers */
     BROKER_FWD_RETAIN_STORE = 2,   /* set as retained and store it (the authority) */
     BROKER_FWD_RETAIN_REPLICA = 4, /* set as retained in memory only */
+    BROKER_FWD_SHARE = 8,          /* for one share group only (broker_fwd.share) */
 };
 
 typedef struct broker_fwd {
@@ -133,6 +134,11 @@ typedef struct broker_fwd {
      * id) through its own matching subscriptions and receive policy, and to
      * no one else: the hub's answer to a request is for the requester. */
     codec_bytes to;
+    /* BROKER_FWD_SHARE: the share group ("$share/NAME/FILTER") whose member
+     * on another worker had this message when its session ended; the worker
+     * that serves the group gives it to one of its members, the others
+     * ignore it. */
+    codec_bytes share;
 } broker_fwd;
 
 typedef struct broker_relay {

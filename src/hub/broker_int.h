@@ -123,6 +123,8 @@ typedef struct delivery {
     bool stored;
     uint16_t packet_id;
     uint8_t nsub_ids;
+    bool shared; /* for a share group: another member gets it if the session
+                    ends first (in memory only: not after a restart) */
     uint32_t sub_ids[DELIVERY_MAX_SUB_IDS];
     struct delivery *next;
 } delivery;
@@ -375,7 +377,8 @@ bool store_touch(broker *b, broker_conn *c);
 void handle_connect(broker *b, broker_conn *c, const codec_connect *p, uint64_t now);
 void handle_disconnect(broker *b, broker_conn *c, const codec_disconnect *p);
 void session_detach(broker *b, session *s, uint64_t now);
-void session_destroy(broker *b, session *s);
+/* End s. Its share groups' messages it did not get go to other members. */
+void session_destroy(broker *b, session *s, uint64_t now);
 void session_timer_fired(broker *b, session *s, uint64_t now);
 void publish_will(broker *b, session *s, uint64_t now);
 session *session_restore(broker *b, const store_session_row *row);
@@ -413,6 +416,10 @@ void send_ack(broker *b, broker_conn *c, uint8_t type, uint16_t packet_id, uint8
 /* The acknowledgement of a PUBLISH whose message has hub-wide id gid. */
 void send_publish_ack(broker *b, broker_conn *c, uint8_t type, uint16_t packet_id, uint8_t reason,
                       uint64_t gid, bool wait);
+/* m to one member of the share group `filter` ("$share/NAME/FILTER") when
+ * this broker serves the group for m; else, with `relay`, to the worker that
+ * does. True when a member here took it. */
+bool share_redeliver(broker *b, msg *m, codec_bytes filter, bool relay, uint64_t now);
 
 /* subscribe.c */
 void handle_subscribe(broker *b, broker_conn *c, const codec_subscribe *p, uint64_t now);

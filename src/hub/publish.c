@@ -438,7 +438,9 @@ bool broker_inject(broker *b, const broker_fwd *f, uint64_t now_ms)
     } else if (f->flags & BROKER_FWD_RETAIN_REPLICA) {
         retain_set(b, m, false);
     }
-    if ((f->flags & BROKER_FWD_ROUTE) && f->to.len) {
+    if (f->flags & BROKER_FWD_SHARE) {
+        matched = share_redeliver(b, m, f->share, false, now_ms);
+    } else if ((f->flags & BROKER_FWD_ROUTE) && f->to.len) {
         route_to(b, m, f->to, now_ms);
         matched = b->route_matched;
     } else if (f->flags & BROKER_FWD_ROUTE) {
@@ -545,6 +547,8 @@ static void deliver_to(broker *b, sub *x, msg *m, uint64_t now)
     s->route_epoch = b->route_epoch;
     s->route_delivery = NULL;
     session_enqueue(b, s, m, qos, retain, ids, x->sub_id ? 1 : 0, now);
+    if (x->share.len && s->route_delivery)
+        s->route_delivery->shared = true;
     touch_session(b, s);
 }
 
@@ -562,36 +566,77 @@ static void visit_plain(tree_node *node, void *value, void *ctx)
         deliver_to(r->b, x, r->m, r->now);
 }
 
+/* The member of g that gets m: round robin, preferring members that are
+ * online; NULL when g has none, or when another worker serves g for m (a
+ * group spanning workers: exactly one of them serves each message). */
+static sub *share_pick(broker *b, share_group *g, const msg *m)
+{
+    if (g->hub_group && !b->relay.share_mine(b->relay.ctx, g->hub_group, m->gid))
+        return NULL;
+    size_t n = 0;
+    for (sub *x = g->members; x; x = x->next)
+        n++;
+    if (n == 0)
+        return NULL;
+    for (size_t tries = 0; tries < n; tries++) {
+        size_t at = g->next_pick++ % n;
+        sub *x = g->members;
+        while (at--)
+            x = x->next;
+        if (x->s->conn)
+            return x;
+    }
+    return g->members;
+}
+
 static void visit_shared(tree_node *node, void *value, void *ctx)
 {
     route_ctx *r = ctx;
     (void)node;
     for (share_group *g = value; g; g = g->next) {
-        /* Spanning workers: exactly one of them serves this message. */
-        if (g->hub_group && !r->b->relay.share_mine(r->b->relay.ctx, g->hub_group, r->m->gid))
-            continue;
-        /* Round robin over the group, preferring members that are online. */
-        size_t n = 0;
-        for (sub *x = g->members; x; x = x->next)
-            n++;
-        if (n == 0)
-            continue;
-        sub *pick = NULL;
-        for (size_t tries = 0; tries < n && !pick; tries++) {
-            size_t at = g->next_pick++ % n;
-            sub *x = g->members;
-            while (at--)
-                x = x->next;
-            if (x->s->conn)
-                pick = x;
-        }
+        sub *pick = share_pick(r->b, g, r->m);
         if (!pick)
-            pick = g->members;
+            continue;
         /* Each share group delivers its own copy, even to a session that also
          * has a plain subscription matching (MQTT 5 4.8.2). */
         pick->s->route_delivery = NULL;
         deliver_to(r->b, pick, r->m, r->now);
     }
+}
+
+/* MQTT 5 4.8.2: a message a member's session ended with goes to another
+ * member (a SHOULD). */
+bool share_redeliver(broker *b, msg *m, codec_bytes filter, bool relay, uint64_t now)
+{
+    codec_bytes name, inner;
+    if (!codec_topic_shared_split(filter, &name, &inner))
+        return false;
+    share_group *g = NULL;
+    tree_node *n = tree_get(b->shared, inner, false);
+    if (n)
+        for (g = *(share_group **)tree_value(n); g; g = g->next)
+            if (g->name.len == name.len && memcmp(g->name.ptr, name.ptr, name.len) == 0)
+                break;
+    sub *pick = g ? share_pick(b, g, m) : NULL;
+    if (!pick) {
+        if (relay && b->relayed) {
+            broker_fwd f = fwd_of(m, BROKER_FWD_SHARE, NULL);
+            f.share = filter;
+            (void)b->relay.forward(b->relay.ctx, &f);
+        }
+        return false;
+    }
+    b->route_epoch++;
+    b->ntouched = 0;
+    pick->s->route_delivery = NULL;
+    deliver_to(b, pick, m, now);
+    for (size_t i = 0; i < b->ntouched; i++) {
+        session *s = b->touched[i];
+        s->route_delivery = NULL;
+        session_pump(b, s, now);
+    }
+    b->ntouched = 0;
+    return true;
 }
 
 void route(broker *b, msg *m, uint64_t now)

@@ -83,7 +83,8 @@ static codec_bytes place(uint8_t **at, codec_bytes src)
 bool relay_env_add(relay_env *env, const broker_fwd *f, uint8_t flags)
 {
     size_t size = sizeof(relay_item);
-    const size_t parts[] = {f->topic.len, f->payload.len, f->props.len, f->origin.len, f->to.len};
+    const size_t parts[] = {f->topic.len,  f->payload.len, f->props.len,
+                            f->origin.len, f->to.len,      f->share.len};
     for (size_t i = 0; i < sizeof(parts) / sizeof(parts[0]); i++) {
         if (parts[i] > SIZE_MAX - size)
             return false;
@@ -108,6 +109,7 @@ bool relay_env_add(relay_env *env, const broker_fwd *f, uint8_t flags)
     it->f.props = place(&at, f->props);
     it->f.origin = place(&at, f->origin);
     it->f.to = place(&at, f->to);
+    it->f.share = place(&at, f->share);
     it->f.from = NULL; /* valid during the sender's call only */
     env->items[env->n++] = it;
     return true;

@@ -155,8 +155,48 @@ static void alias_reset(broker *b, session *s)
     r->alias_out_used = 0;
 }
 
-void session_destroy(broker *b, session *s)
+/* A message a share group gave s that s never got, and the group. */
+typedef struct orphan {
+    msg *m;
+    uint8_t *filter; /* "$share/NAME/FILTER": the subscription is gone by then */
+    size_t len;
+} orphan;
+
+/* The share groups' messages s holds and its client has not confirmed
+ * (QoS 2 past PUBREC is the client's), with the first of its share
+ * subscriptions that matches each: *n of them, NULL when there are none (or
+ * no memory, when they are lost as before). */
+static orphan *orphans_of(const session *s, size_t *n)
 {
+    size_t count = 0;
+    for (const delivery *d = s->queue_head; d; d = d->next)
+        count += d->shared && d->state != DELIVERY_RELEASED;
+    *n = 0;
+    orphan *v = count ? calloc(count, sizeof(*v)) : NULL;
+    if (!v)
+        return NULL;
+    for (const delivery *d = s->queue_head; d; d = d->next) {
+        if (!d->shared || d->state == DELIVERY_RELEASED)
+            continue;
+        for (uint32_t i = 0; i < s->nsubs; i++) {
+            const sub *x = s->subs[i];
+            if (!x->share.len || !codec_topic_matches(x->inner, d->m->topic))
+                continue;
+            uint8_t *copy = malloc(x->filter.len);
+            if (copy) {
+                memcpy(copy, x->filter.ptr, x->filter.len);
+                v[(*n)++] = (orphan){msg_ref(d->m), copy, x->filter.len};
+            }
+            break;
+        }
+    }
+    return v;
+}
+
+void session_destroy(broker *b, session *s, uint64_t now)
+{
+    size_t norphans = 0;
+    orphan *orphans = b->freeing ? NULL : orphans_of(s, &norphans);
     timer_disarm(&b->timers, &s->timer);
     while (s->nsubs)
         sub_remove(b, s->subs[s->nsubs - 1], false);
@@ -183,6 +223,14 @@ void session_destroy(broker *b, session *s)
     }
     who_borrow(s, NULL);
     free(s);
+    /* Now that s is no member: to another (its group's worker may be another). */
+    for (size_t i = 0; i < norphans; i++) {
+        (void)share_redeliver(b, orphans[i].m, (codec_bytes){orphans[i].filter, orphans[i].len},
+                              true, now);
+        msg_unref(orphans[i].m);
+        free(orphans[i].filter);
+    }
+    free(orphans);
 }
 
 void publish_will(broker *b, session *s, uint64_t now)
@@ -240,7 +288,7 @@ void session_detach(broker *b, session *s, uint64_t now)
     if (!s->persistent) {
         if (s->will)
             publish_will(b, s, now);
-        session_destroy(b, s);
+        session_destroy(b, s, now);
         return;
     }
     if (!who_keep(s)) {
@@ -248,7 +296,7 @@ void session_detach(broker *b, session *s, uint64_t now)
                    (int)session_id(s).len, (const char *)session_id(s).ptr);
         if (s->will)
             publish_will(b, s, now);
-        session_destroy(b, s);
+        session_destroy(b, s, now);
         return;
     }
     s->expires_at =
@@ -273,7 +321,7 @@ void session_timer_fired(broker *b, session *s, uint64_t now)
     if (ending) {
         broker_log(b, BROKER_EV_DISCONNECTED, s->who, "session %.*s expired",
                    (int)session_id(s).len, (const char *)session_id(s).ptr);
-        session_destroy(b, s);
+        session_destroy(b, s, now);
         return;
     }
     arm_session_timer(b, s);
@@ -289,7 +337,7 @@ session *session_restore(broker *b, const store_session_row *row)
     if (!s)
         return NULL;
     if (!who_keep(s)) {
-        session_destroy(b, s);
+        session_destroy(b, s, 0);
         return NULL;
     }
     s->version = row->version;
@@ -401,7 +449,7 @@ void handle_connect(broker *b, broker_conn *c, const codec_connect *p, uint64_t 
     }
     if (s &&
         (p->clean_start || strcmp(s->who->id, c->who->id) != 0 || s->who->kind != c->who->kind)) {
-        session_destroy(b, s);
+        session_destroy(b, s, now);
         s = NULL;
     }
     if (s) {

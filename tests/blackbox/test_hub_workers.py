@@ -214,6 +214,34 @@ def test_shared_subscription_spanning_workers_delivers_each_message_once(hub4):
         s.close()
 
 
+def test_shared_member_ending_hands_its_messages_to_a_member_on_another_worker(hub4):
+    """A member's session ends with messages it never acknowledged: the
+    member on the other worker gets them (MQTT 5 4.8.2, a SHOULD). The one it
+    acknowledged is not sent again."""
+    m1, m2, pub_svc = services_on(hub4, WORKERS, [1, 2, 3])
+    hub4.start()
+    ending = connect(hub4, m1)
+    ending.send_subscribe([("$share/g/t/s/#", 1)], pid=1)
+    ending.expect(mw.SUBACK)
+    pub = connect(hub4, pub_svc)
+    for i in range(3):
+        pub.publish(f"t/s/{i}", b"%d" % i, qos=1, pid=i + 1)
+        assert pub.expect(mw.PUBACK).reason == 0x00
+    got = [ending.expect(mw.PUBLISH) for _ in range(3)]
+    assert [p.payload for p in got] == [b"0", b"1", b"2"]
+    ending.ack(mw.PUBACK, got[1].packet_id)
+    other = connect(hub4, m2)
+    other.send_subscribe([("$share/g/t/s/#", 1)], pid=1)
+    other.expect(mw.SUBACK)
+    ending.pingreq()  # answered after the PUBACK of "1" was taken in
+    ending.expect(mw.PINGRESP)
+    ending.abort()  # a clean session: it ends with the connection
+    taken = sorted(p.payload for p in other.quiet(1.5) if p.type == mw.PUBLISH)
+    assert taken == [b"0", b"2"], taken
+    for c in (other, pub):
+        c.close()
+
+
 def test_sessions_follow_their_owner_when_the_worker_count_changes(hub4):
     subs = services_on(hub4, WORKERS, [0, 1, 2, 3])
     pub_svc = subs[0]

@@ -1862,6 +1862,64 @@ static void test_shared_round_robin(void **state)
     h_free(h);
 }
 
+/* A member's session ends with messages it never confirmed: they go to
+ * another member (MQTT 5 4.8.2), not a QoS 2 message past PUBREC, and not
+ * while the session is only offline. */
+static void test_shared_member_session_ends(void **state)
+{
+    (void)state;
+    harness *h = h_new();
+    const char *group = "$share/g/moat/+/up/#";
+    tconn *a = join_as(h, BROKER_SERVICE, "svc", "svc/a", CODEC_V5, false, false);
+    subscribe(a, group, 2, 0, 2);
+    tconn *d = device(h, CODEC_V5);
+    publish(d, "moat/dev1/up/t", "q1", 1, false, 1);
+    publish(d, "moat/dev1/up/t", "q2", 2, false, 2);
+    publish(d, "moat/dev1/up/t", "q3", 1, false, 3);
+    codec_publish p1 = expect_publish(a, "moat/dev1/up/t", "q1", 1, false);
+    codec_publish p2 = expect_publish(a, "moat/dev1/up/t", "q2", 2, false);
+    codec_publish p3 = expect_publish(a, "moat/dev1/up/t", "q3", 1, false);
+    (void)p1;
+    send_ack(a, CODEC_PUBREC, p2.packet_id, 0); /* q2 is the client's now */
+    expect_ack(a, CODEC_PUBREL, p2.packet_id, 0);
+    send_ack(a, CODEC_PUBACK, p3.packet_id, 0);
+    tconn *b = join_as(h, BROKER_SERVICE, "svc", "svc/b", CODEC_V5, false, false);
+    subscribe(b, group, 1, 0, 1);
+    expect_nothing(b);
+    gone(a); /* a clean session: it ends with its connection */
+    expect_publish(b, "moat/dev1/up/t", "q1", 1, false);
+    expect_nothing(b);
+
+    /* Offline, a persistent member keeps what it has until its session ends. */
+    send_unsubscribe(b, 5, group);
+    expect_packet(b, CODEC_UNSUBACK);
+    tconn *c = join_as(h, BROKER_SERVICE, "svc", "svc/c", CODEC_V5, true, false);
+    subscribe(c, group, 1, 0, 1);
+    publish(d, "moat/dev1/up/t", "p1", 1, false, 4);
+    expect_publish(c, "moat/dev1/up/t", "p1", 1, false);
+    subscribe(b, group, 1, 0, 1);
+    gone(c);
+    pass(h);
+    expect_nothing(b);
+    for (int i = 0; i < 3; i++) { /* b stays within its keep alive */
+        advance(h, 1000u * 1000u);
+        send_ping(b);
+        expect_packet(b, CODEC_PINGRESP);
+    }
+    expect_nothing(b);
+    advance(h, 601u * 1000u); /* c's session expiry (3,600 s) ends */
+    expect_publish(b, "moat/dev1/up/t", "p1", 1, false);
+    expect_nothing(b);
+
+    /* No member left: the message goes with the session. */
+    d = device(h, CODEC_V5); /* the first one's keep alive ran out meanwhile */
+    publish(d, "moat/dev1/up/t", "last", 1, false, 5);
+    expect_publish(b, "moat/dev1/up/t", "last", 1, false);
+    gone(b);
+    assert_int_equal(stats(h).sessions, 1); /* the device's */
+    h_free(h);
+}
+
 static void test_no_local(void **state)
 {
     (void)state;
@@ -2566,6 +2624,7 @@ int main(void)
         cmocka_unit_test(test_topic_alias_out_oversized),
         cmocka_unit_test(test_oversized_qos1_discarded),
         cmocka_unit_test(test_shared_round_robin),
+        cmocka_unit_test(test_shared_member_session_ends),
         cmocka_unit_test(test_no_local),
         cmocka_unit_test(test_reauthorize_revoked),
         cmocka_unit_test(test_reauthorize_policy_change),
