@@ -302,7 +302,8 @@ static bool load_queue(void *ctx, const store_queue_row *row)
                     .retain = row->retain,
                     .state = row->state,
                     .stored = true,
-                    .packet_id = row->packet_id};
+                    .packet_id = row->packet_id,
+                    .shared = row->shared};
     d->nsub_ids = row->nsub_ids > DELIVERY_MAX_SUB_IDS ? DELIVERY_MAX_SUB_IDS : row->nsub_ids;
     memcpy(d->sub_ids, row->sub_ids, d->nsub_ids * sizeof(uint32_t));
     m->durable_refs++;
@@ -340,14 +341,21 @@ static bool load_retained(void *ctx, codec_bytes topic, uint64_t msg_id)
     return true;
 }
 
+static bool load_will(void *ctx, const store_will_row *row)
+{
+    load_ctx *l = ctx;
+    msg *m = load_find_msg(l, row->msg_id);
+    return !m || session_restore_will(l->b, row, m);
+}
+
 static bool load_store(broker *b)
 {
     broker_store *st = b->cfg.store;
     load_ctx l = {.b = b};
     if (!hmap_init(&l.msgs))
         return false;
-    store_loader loader = {&l,         load_msg,  load_session, load_sub,
-                           load_queue, load_qos2, load_retained};
+    store_loader loader = {&l,         load_msg,  load_session,  load_sub,
+                           load_queue, load_qos2, load_retained, load_will};
     bool ok = st->load(st->ctx, &loader);
     /* Messages nothing durable points at any more were garbage in the store. */
     size_t bucket = 0;
@@ -406,8 +414,15 @@ broker *broker_new(const broker_config *config, uint64_t now_ms)
             s->expires_at = now_ms + (uint64_t)s->expiry_interval * 1000u;
         if (s->expires_at && s->expires_at < now_ms)
             s->expires_at = now_ms; /* expired while the hub was down */
-        if (s->expires_at)
-            (void)timer_arm(&b->timers, &s->timer, s->expires_at);
+        /* A will its connection left when the hub stopped: its delay starts
+         * now (or the session's end comes first). */
+        if (s->will)
+            s->will_at = now_ms + (uint64_t)s->will_delay * 1000u;
+        uint64_t at = s->expires_at ? s->expires_at : UINT64_MAX;
+        if (s->will_at && s->will_at < at)
+            at = s->will_at;
+        if (at != UINT64_MAX)
+            (void)timer_arm(&b->timers, &s->timer, at);
     }
     return b;
 fail:

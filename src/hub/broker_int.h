@@ -123,8 +123,8 @@ typedef struct delivery {
     bool stored;
     uint16_t packet_id;
     uint8_t nsub_ids;
-    bool shared; /* for a share group: another member gets it if the session
-                    ends first (in memory only: not after a restart) */
+    bool shared; /* for a share group: another member gets it if the
+                    session ends first */
     uint32_t sub_ids[DELIVERY_MAX_SUB_IDS];
     struct delivery *next;
 } delivery;
@@ -188,6 +188,7 @@ struct session {
     bool persistent; /* kept after disconnect (and in the store) */
     bool stored;     /* has a row in the store */
     bool who_owned;  /* who is this session's to free */
+    bool will_stored; /* its will has a row in the store (published after a crash) */
     uint32_t index_hash;
     uint16_t client_id_len; /* session_id() */
 
@@ -377,6 +378,10 @@ bool store_touch(broker *b, broker_conn *c);
 void handle_connect(broker *b, broker_conn *c, const codec_connect *p, uint64_t now);
 void handle_disconnect(broker *b, broker_conn *c, const codec_disconnect *p);
 void session_detach(broker *b, session *s, uint64_t now);
+/* A stored will for s (loading): attached to the session of its client id,
+ * or, when that client had a clean session, to one made to publish it at the
+ * first tick. */
+bool session_restore_will(broker *b, const store_will_row *row, msg *will);
 /* End s. Its share groups' messages it did not get go to other members. */
 void session_destroy(broker *b, session *s, uint64_t now);
 void session_timer_fired(broker *b, session *s, uint64_t now);
@@ -394,8 +399,9 @@ void route_to(broker *b, msg *m, codec_bytes client_id, uint64_t now);
 /* Note a QoS 2 packet id awaiting PUBREL (in memory only); false when out
  * of memory. */
 bool qos2_in_push(session *s, uint16_t id);
+/* shared: through a share group (delivery.shared). */
 void session_enqueue(broker *b, session *s, msg *m, uint8_t qos, bool retain,
-                     const uint32_t *sub_ids, size_t nsub_ids, uint64_t now);
+                     const uint32_t *sub_ids, size_t nsub_ids, bool shared, uint64_t now);
 void session_pump(broker *b, session *s, uint64_t now);
 void session_resend(broker *b, session *s, uint64_t now);
 /* Put d last in s's queue and count it in s->queued (s->inflight is the
@@ -413,6 +419,11 @@ bool relay_out(broker *b, msg *m, uint8_t flags, const broker_principal *from);
 broker_fwd fwd_of(const msg *m, uint8_t flags, const broker_principal *from);
 /* Queue a PUBACK/PUBREC, held while acks are held. */
 void send_ack(broker *b, broker_conn *c, uint8_t type, uint16_t packet_id, uint8_t reason);
+/* m is written to the store (once) and counted as pointed at by one more
+ * durable row; false when it could not be. */
+bool msg_make_durable(broker *b, msg *m, broker_conn *c);
+/* One durable row less points at m: the last one deletes it from the store. */
+void msg_release_durable(broker *b, msg *m);
 /* The acknowledgement of a PUBLISH whose message has hub-wide id gid. */
 void send_publish_ack(broker *b, broker_conn *c, uint8_t type, uint16_t packet_id, uint8_t reason,
                       uint64_t gid, bool wait);

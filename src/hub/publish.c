@@ -362,7 +362,7 @@ void handle_publish(broker *b, broker_conn *c, const codec_publish *in, uint64_t
 
 /* ---- retained ----------------------------------------------------------- */
 
-static void msg_release_durable(broker *b, msg *m)
+void msg_release_durable(broker *b, msg *m)
 {
     if (m->durable_refs == 0 || --m->durable_refs > 0 || !m->store_id)
         return;
@@ -374,7 +374,7 @@ static void msg_release_durable(broker *b, msg *m)
     m->store_id = 0;
 }
 
-static bool msg_make_durable(broker *b, msg *m, broker_conn *c)
+bool msg_make_durable(broker *b, msg *m, broker_conn *c)
 {
     if (!store_touch(b, c))
         return false;
@@ -546,9 +546,7 @@ static void deliver_to(broker *b, sub *x, msg *m, uint64_t now)
     uint32_t ids[1] = {x->sub_id};
     s->route_epoch = b->route_epoch;
     s->route_delivery = NULL;
-    session_enqueue(b, s, m, qos, retain, ids, x->sub_id ? 1 : 0, now);
-    if (x->share.len && s->route_delivery)
-        s->route_delivery->shared = true;
+    session_enqueue(b, s, m, qos, retain, ids, x->sub_id ? 1 : 0, x->share.len > 0, now);
     touch_session(b, s);
 }
 
@@ -679,7 +677,7 @@ void route_to(broker *b, msg *m, codec_bytes client_id, uint64_t now)
 static void queue_row(const session *s, const delivery *d, store_queue_row *row)
 {
     *row = (store_queue_row){session_id(s),     d->seq,       d->m->store_id, d->qos, d->retain,
-                             (uint8_t)d->state, d->packet_id, d->nsub_ids,    {0}};
+                             (uint8_t)d->state, d->packet_id, d->nsub_ids,    {0},    d->shared};
     memcpy(row->sub_ids, d->sub_ids, sizeof(row->sub_ids));
 }
 
@@ -704,7 +702,7 @@ static void note_drop(broker *b, session *s, const msg *m, const char *why, uint
 }
 
 void session_enqueue(broker *b, session *s, msg *m, uint8_t qos, bool retain,
-                     const uint32_t *sub_ids, size_t nsub_ids, uint64_t now)
+                     const uint32_t *sub_ids, size_t nsub_ids, bool shared, uint64_t now)
 {
     if (!s->conn && qos == 0)
         return; /* QoS 0 is not kept for offline sessions */
@@ -723,7 +721,8 @@ void session_enqueue(broker *b, session *s, msg *m, uint8_t qos, bool retain,
     delivery *d = calloc(1, sizeof(*d));
     if (!d)
         return;
-    *d = (delivery){.m = msg_ref(m), .seq = s->next_seq++, .qos = qos, .retain = retain};
+    *d = (delivery){
+        .m = msg_ref(m), .seq = s->next_seq++, .qos = qos, .retain = retain, .shared = shared};
     for (size_t i = 0; i < nsub_ids && i < DELIVERY_MAX_SUB_IDS; i++)
         d->sub_ids[d->nsub_ids++] = sub_ids[i];
     if (qos > 0 && s->persistent && msg_make_durable(b, m, s->conn)) {

@@ -193,6 +193,52 @@ static orphan *orphans_of(const session *s, size_t *n)
     return v;
 }
 
+/* ---- wills in the store ------------------------------------------------- */
+
+/* A will is stored while its connection is open and while its delay runs, so
+ * that a crash does not lose it: the restarted hub publishes it. */
+static void will_store(broker *b, session *s)
+{
+    broker_store *st = b->cfg.store;
+    if (!s->will || !st || !msg_make_durable(b, s->will, s->conn))
+        return;
+    store_will_row row = {.client_id = session_id(s),
+                          .kind = (uint8_t)s->who->kind,
+                          .principal = {(const uint8_t *)s->who->id, strlen(s->who->id)},
+                          .msg_id = s->will->store_id,
+                          .delay = s->will_delay,
+                          .expires = s->will_expires,
+                          .expiry = s->will_expiry};
+    if (st->will_put(st->ctx, &row)) {
+        s->will_stored = true;
+    } else {
+        b->store_failed = true;
+        msg_release_durable(b, s->will);
+    }
+}
+
+/* The will was published or will never be: its row goes. */
+static void will_forget(broker *b, session *s)
+{
+    if (!s->will_stored)
+        return;
+    s->will_stored = false;
+    if (store_touch(b, s->conn)) {
+        broker_store *st = b->cfg.store;
+        if (!st->will_delete(st->ctx, session_id(s)))
+            b->store_failed = true;
+    }
+    if (s->will) /* NULL when broker_free let it go first */
+        msg_release_durable(b, s->will);
+}
+
+static void will_drop(broker *b, session *s)
+{
+    will_forget(b, s);
+    msg_unref(s->will);
+    s->will = NULL;
+}
+
 void session_destroy(broker *b, session *s, uint64_t now)
 {
     size_t norphans = 0;
@@ -213,7 +259,7 @@ void session_destroy(broker *b, session *s, uint64_t now)
             b->store_failed = true;
     }
     session_index_remove(&b->sessions, s);
-    msg_unref(s->will);
+    will_drop(b, s);
     policy_set_free(s->policies);
     alias_reset(b, s);
     if (s->rare) {
@@ -235,6 +281,9 @@ void session_destroy(broker *b, session *s, uint64_t now)
 
 void publish_will(broker *b, session *s, uint64_t now)
 {
+    /* First: a message row it alone pointed at goes, and routing stores it
+     * anew with the expiry set below. */
+    will_forget(b, s);
     msg *m = s->will;
     s->will = NULL;
     s->will_at = 0;
@@ -281,10 +330,8 @@ void session_detach(broker *b, session *s, uint64_t now)
         c->s = NULL;
     s->conn = NULL;
     alias_reset(b, s);
-    if (!will_due) {
-        msg_unref(s->will);
-        s->will = NULL;
-    }
+    if (!will_due)
+        will_drop(b, s);
     if (!s->persistent) {
         if (s->will)
             publish_will(b, s, now);
@@ -349,6 +396,32 @@ session *session_restore(broker *b, const store_session_row *row)
     if (!s->policies)
         (void)policy_set_deny_all(&s->policies);
     return s;
+}
+
+bool session_restore_will(broker *b, const store_will_row *row, msg *will)
+{
+    session *s = session_find(&b->sessions, row->client_id);
+    if (!s) {
+        /* Its client had a clean session, which ended with the connection:
+         * the will goes at the first tick (broker_new arms the timer). */
+        store_session_row as = {.client_id = row->client_id,
+                                .kind = row->kind,
+                                .principal = row->principal,
+                                .version = CODEC_V5};
+        s = session_restore(b, &as);
+        if (!s)
+            return false;
+        s->persistent = false;
+        s->stored = false;
+    }
+    msg_unref(s->will);
+    s->will = msg_ref(will);
+    will->durable_refs++;
+    s->will_stored = true;
+    s->will_delay = s->persistent ? row->delay : 0;
+    s->will_expires = row->expires;
+    s->will_expiry = row->expiry;
+    return true;
 }
 
 /* The will from CONNECT as a message, its properties normalised to those
@@ -429,8 +502,7 @@ void handle_connect(broker *b, broker_conn *c, const codec_connect *p, uint64_t 
          * resumes the session within its will delay (3.1.3.2.2). */
         if (!(s->will && !p->clean_start && s->will_delay > 0) && s->will)
             publish_will(b, s, now);
-        msg_unref(s->will);
-        s->will = NULL;
+        will_drop(b, s);
         /* While old->s still gives the old client's packet size limit. */
         conn_close_quiet(b, old, 0x8E, "another connection took over this session");
         old->s = NULL;
@@ -440,15 +512,15 @@ void handle_connect(broker *b, broker_conn *c, const codec_connect *p, uint64_t 
         broker_log(b, BROKER_EV_DISCONNECTED, old->who, "session taken over by a new connection");
     } else if (s && s->will) {
         /* Offline with a will waiting for its delay: reconnecting cancels it,
-         * unless the session is being ended by clean start. */
-        if (p->clean_start)
+         * unless the session is being ended by clean start (or had ended: a
+         * clean session's will restored after a crash). */
+        if (p->clean_start || !s->persistent)
             publish_will(b, s, now);
-        msg_unref(s->will);
-        s->will = NULL;
+        will_drop(b, s);
         s->will_at = 0;
     }
-    if (s &&
-        (p->clean_start || strcmp(s->who->id, c->who->id) != 0 || s->who->kind != c->who->kind)) {
+    if (s && (p->clean_start || !s->persistent || strcmp(s->who->id, c->who->id) != 0 ||
+              s->who->kind != c->who->kind)) {
         session_destroy(b, s, now);
         s = NULL;
     }
@@ -548,6 +620,7 @@ void handle_connect(broker *b, broker_conn *c, const codec_connect *p, uint64_t 
     send_connack(b, c, &ack, s->client_max_packet);
     if (s->persistent)
         store_session(b, s, 0);
+    will_store(b, s);
     broker_log(b, BROKER_EV_CONNECTED, c->who, "connected as '%.*s' (MQTT %s, %s session)",
                (int)session_id(s).len, (const char *)session_id(s).ptr,
                p->protocol_version == CODEC_V5 ? "5.0" : "3.1.1",
@@ -577,5 +650,7 @@ void handle_disconnect(broker *b, broker_conn *c, const codec_disconnect *p)
     /* 0x04: the client asks for its will to be published. Nothing is sent
      * back to a DISCONNECT (reason 0 adds none). */
     c->clean_disconnect = p->reason != 0x04;
+    if (c->clean_disconnect)
+        will_drop(b, s); /* now: a crash before the connection is gone must not publish it */
     conn_close(b, c, 0, NULL);
 }

@@ -48,10 +48,24 @@ typedef struct store_queue_row {
     uint16_t packet_id;
     uint8_t nsub_ids;
     uint32_t sub_ids[4];
+    bool shared; /* came through a share group (delivery.shared) */
 } store_queue_row;
 
+/* The will of a client whose connection was open (or whose will delay had
+ * not ended) when this row was written: after a crash the hub publishes it. */
+typedef struct store_will_row {
+    codec_bytes client_id;
+    uint8_t kind;          /* broker_kind */
+    codec_bytes principal; /* device id or service name */
+    uint64_t msg_id;       /* the will message */
+    uint32_t delay;        /* Will Delay Interval, seconds */
+    bool expires;          /* it has a Message Expiry Interval: */
+    uint32_t expiry;       /* seconds from its publication */
+} store_will_row;
+
 /* Callbacks through which a store hands its contents back at start-up, in
- * this order: messages, sessions, subscriptions, queues, QoS 2 ids, retained. */
+ * this order: messages, sessions, subscriptions, queues, QoS 2 ids, retained,
+ * wills. */
 typedef struct store_loader {
     void *ctx;
     bool (*msg)(void *ctx, const store_msg_row *row);
@@ -61,6 +75,7 @@ typedef struct store_loader {
     bool (*queue)(void *ctx, const store_queue_row *row);
     bool (*qos2)(void *ctx, codec_bytes client_id, uint16_t packet_id);
     bool (*retained)(void *ctx, codec_bytes topic, uint64_t msg_id);
+    bool (*will)(void *ctx, const store_will_row *row);
 } store_loader;
 
 typedef struct broker_store {
@@ -91,6 +106,9 @@ typedef struct broker_store {
 
     bool (*retained_put)(void *ctx, codec_bytes topic, uint64_t msg_id);
     bool (*retained_delete)(void *ctx, codec_bytes topic);
+
+    bool (*will_put)(void *ctx, const store_will_row *row); /* insert or replace */
+    bool (*will_delete)(void *ctx, codec_bytes client_id);
 } broker_store;
 
 #endif /* MOAT_HUB_STORE_H */

@@ -8,7 +8,7 @@
  * each worker writes only its own file: no worker waits for another's write
  * lock or fsync. When moatd starts with a different worker count, every
  * session found in the wrong file is moved, with its subscriptions, queue,
- * QoS 2 ids and the messages its queue points at, before any worker runs.
+ * QoS 2 ids, will and the messages they point at, before any worker runs.
  *
  * A move is two transactions: copy into the destination (INSERT OR IGNORE),
  * then delete from the source. A crash between them leaves the same rows in
@@ -95,6 +95,10 @@ static const char *const copy_sql[] = {
     " WHERE client_id IN (SELECT client_id FROM temp.mv)",
     "INSERT OR IGNORE INTO d.qos2 SELECT * FROM main.qos2"
     " WHERE client_id IN (SELECT client_id FROM temp.mv)",
+    "INSERT OR IGNORE INTO d.msgs SELECT * FROM main.msgs WHERE id IN"
+    " (SELECT msg_id FROM main.wills WHERE client_id IN (SELECT client_id FROM temp.mv))",
+    "INSERT OR IGNORE INTO d.wills SELECT * FROM main.wills"
+    " WHERE client_id IN (SELECT client_id FROM temp.mv)",
 };
 
 static const char *const delete_sql[] = {
@@ -102,6 +106,7 @@ static const char *const delete_sql[] = {
     "DELETE FROM main.subs WHERE client_id IN (SELECT client_id FROM temp.mv)",
     "DELETE FROM main.qos2 WHERE client_id IN (SELECT client_id FROM temp.mv)",
     "DELETE FROM main.sessions WHERE client_id IN (SELECT client_id FROM temp.mv)",
+    "DELETE FROM main.wills WHERE client_id IN (SELECT client_id FROM temp.mv)",
 };
 
 /* Move the sessions of this file whose owner is `dest` into dest's file. */
@@ -112,8 +117,12 @@ static bool move_sessions(split_ctx *x, unsigned self, unsigned dest, unsigned n
         return false;
     sqlite3_stmt *sel = NULL, *ins = NULL;
     bool ok = false;
-    if (sqlite3_prepare_v2(x->db, "SELECT client_id, principal FROM main.sessions", -1, &sel,
-                           NULL) != SQLITE_OK ||
+    /* A will without a session (its client had a clean session) moves by
+     * its principal too. */
+    if (sqlite3_prepare_v2(x->db,
+                           "SELECT client_id, principal FROM main.sessions"
+                           " UNION SELECT client_id, principal FROM main.wills",
+                           -1, &sel, NULL) != SQLITE_OK ||
         sqlite3_prepare_v2(x->db, "INSERT INTO temp.mv VALUES(?)", -1, &ins, NULL) != SQLITE_OK) {
         fail(x, "sessions");
         goto out;
@@ -242,6 +251,10 @@ bool store_split(const char *dir, unsigned nworkers, uint64_t *max_id, size_t *m
         if (access(path, F_OK) != 0)
             continue;
         split_ctx x = {.dir = dir, .err = err, .errlen = errlen};
+        /* Through the store first: it upgrades an older schema, so that
+         * rows copied with SELECT * fit the destination's tables. */
+        if (!ensure_store(&x, k))
+            return false;
         if (sqlite3_open_v2(path, &x.db, SQLITE_OPEN_READWRITE, NULL) != SQLITE_OK) {
             snprintf(err, errlen, "%s: %s", path, x.db ? sqlite3_errmsg(x.db) : "cannot open");
             sqlite3_close(x.db);

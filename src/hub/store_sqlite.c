@@ -3,8 +3,9 @@
  *
  * The broker keeps its state in memory and writes through this store what
  * must survive a restart: persistent sessions with their subscriptions,
- * queued deliveries and QoS 2 packet ids, the messages those queues and the
- * retained topics point at, and the retained topics themselves. At start-up
+ * queued deliveries and QoS 2 packet ids, the messages those queues, the
+ * retained topics and the wills of open connections point at, the retained
+ * topics and the wills themselves. At start-up
  * load() hands it all back. Each loop pass is one write transaction (group
  * commit), so durability costs one fsync per pass, not one per message.
  *
@@ -71,6 +72,19 @@ static const char schema_v1[] =
     " msg_id INTEGER NOT NULL REFERENCES msgs(id) DEFERRABLE INITIALLY DEFERRED) WITHOUT ROWID;"
     "CREATE INDEX retained_msg ON retained(msg_id);";
 
+/*
+ * Version 2, applied to a version 1 file (new files get version 1, then
+ * this): queue rows say whether they came through a share group, and the
+ * wills of live connections are kept so that a crash does not lose them.
+ */
+static const char schema_v2[] =
+    "ALTER TABLE queue ADD COLUMN shared INTEGER NOT NULL DEFAULT 0;"
+    "CREATE TABLE wills("
+    " client_id BLOB PRIMARY KEY, kind INTEGER NOT NULL, principal BLOB NOT NULL,"
+    " msg_id INTEGER NOT NULL REFERENCES msgs(id) DEFERRABLE INITIALLY DEFERRED,"
+    " delay INTEGER NOT NULL, expiry INTEGER NOT NULL) WITHOUT ROWID;"
+    "CREATE INDEX wills_msg ON wills(msg_id);";
+
 /* ---- prepared statements ------------------------------------------------ */
 
 enum stmt_id {
@@ -94,6 +108,8 @@ enum stmt_id {
     ST_QOS2_DELETE,
     ST_RETAINED_PUT,
     ST_RETAINED_DELETE,
+    ST_WILL_PUT,
+    ST_WILL_DELETE,
     ST_FK_CHECK,
     ST_LOAD_MSGS,
     ST_LOAD_SESSIONS,
@@ -101,6 +117,7 @@ enum stmt_id {
     ST_LOAD_QUEUE,
     ST_LOAD_QOS2,
     ST_LOAD_RETAINED,
+    ST_LOAD_WILLS,
     ST_COUNT
 };
 
@@ -129,15 +146,19 @@ static const char *const stmt_sql[ST_COUNT] = {
                    " ON CONFLICT(client_id, filter) DO UPDATE SET options = ?3, sub_id = ?4",
     [ST_SUB_DELETE] = "DELETE FROM subs WHERE client_id = ?1 AND filter = ?2",
     [ST_QUEUE_PUT] = "INSERT INTO queue(client_id, seq, msg_id, qos, retain, state, packet_id,"
-                     " sub_ids) VALUES(?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8) ON CONFLICT(client_id, seq)"
-                     " DO UPDATE SET msg_id = ?3, qos = ?4, retain = ?5, state = ?6,"
-                     " packet_id = ?7, sub_ids = ?8",
+                     " sub_ids, shared) VALUES(?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)"
+                     " ON CONFLICT(client_id, seq) DO UPDATE SET msg_id = ?3, qos = ?4,"
+                     " retain = ?5, state = ?6, packet_id = ?7, sub_ids = ?8, shared = ?9",
     [ST_QUEUE_DELETE] = "DELETE FROM queue WHERE client_id = ?1 AND seq = ?2",
     [ST_QOS2_PUT] = "INSERT INTO qos2(client_id, packet_id) VALUES(?1, ?2) ON CONFLICT DO NOTHING",
     [ST_QOS2_DELETE] = "DELETE FROM qos2 WHERE client_id = ?1 AND packet_id = ?2",
     [ST_RETAINED_PUT] = "INSERT INTO retained(topic, msg_id) VALUES(?1, ?2)"
                         " ON CONFLICT(topic) DO UPDATE SET msg_id = ?2",
     [ST_RETAINED_DELETE] = "DELETE FROM retained WHERE topic = ?1",
+    [ST_WILL_PUT] = "INSERT INTO wills(client_id, kind, principal, msg_id, delay, expiry)"
+                    " VALUES(?1, ?2, ?3, ?4, ?5, ?6) ON CONFLICT(client_id) DO UPDATE SET"
+                    " kind = ?2, principal = ?3, msg_id = ?4, delay = ?5, expiry = ?6",
+    [ST_WILL_DELETE] = "DELETE FROM wills WHERE client_id = ?1",
     [ST_FK_CHECK] = "PRAGMA foreign_key_check",
     [ST_LOAD_MSGS] = "SELECT id, topic, payload, props, origin, qos, retain, expires_at"
                      " FROM msgs ORDER BY id",
@@ -145,10 +166,12 @@ static const char *const stmt_sql[ST_COUNT] = {
                          " FROM sessions ORDER BY client_id",
     [ST_LOAD_SUBS] = "SELECT client_id, filter, options, sub_id FROM subs"
                      " ORDER BY client_id, filter",
-    [ST_LOAD_QUEUE] = "SELECT client_id, seq, msg_id, qos, retain, state, packet_id, sub_ids"
-                      " FROM queue ORDER BY client_id, seq",
+    [ST_LOAD_QUEUE] = "SELECT client_id, seq, msg_id, qos, retain, state, packet_id, sub_ids,"
+                      " shared FROM queue ORDER BY client_id, seq",
     [ST_LOAD_QOS2] = "SELECT client_id, packet_id FROM qos2 ORDER BY client_id, packet_id",
     [ST_LOAD_RETAINED] = "SELECT topic, msg_id FROM retained ORDER BY topic",
+    [ST_LOAD_WILLS] = "SELECT client_id, kind, principal, msg_id, delay, expiry FROM wills"
+                      " ORDER BY client_id",
 };
 
 /* ---- the store ---------------------------------------------------------- */
@@ -483,7 +506,7 @@ static bool store_queue_put(void *ctx, const store_queue_row *row)
             bind_key(s, 2, st, row->seq, what) && bind_key(s, 3, st, row->msg_id, what) &&
             bind_int(s, 4, st, row->qos, what) && bind_int(s, 5, st, row->retain ? 1 : 0, what) &&
             bind_int(s, 6, st, row->state, what) && bind_int(s, 7, st, row->packet_id, what) &&
-            bind_bytes(s, 8, st, blob, what);
+            bind_bytes(s, 8, st, blob, what) && bind_int(s, 9, st, row->shared ? 1 : 0, what);
     /* ids is bound without a copy and is still in scope when the statement
      * runs inside write_end. */
     return write_end(s, ST_QUEUE_PUT, bound, what);
@@ -539,6 +562,32 @@ static bool store_retained_delete(void *ctx, codec_bytes topic)
         return false;
     bool bound = bind_bytes(s, 1, s->st[ST_RETAINED_DELETE], topic, what);
     return write_end(s, ST_RETAINED_DELETE, bound, what);
+}
+
+/* expiry -1: the will has no Message Expiry Interval. */
+static bool store_will_put(void *ctx, const store_will_row *row)
+{
+    sqlite_store *s = ctx;
+    sqlite3_stmt *st = s->st[ST_WILL_PUT];
+    const char *what = "will_put";
+    if (!writable(s, what))
+        return false;
+    bool bound = bind_bytes(s, 1, st, row->client_id, what) &&
+                 bind_int(s, 2, st, row->kind, what) &&
+                 bind_bytes(s, 3, st, row->principal, what) &&
+                 bind_key(s, 4, st, row->msg_id, what) && bind_int(s, 5, st, row->delay, what) &&
+                 bind_int(s, 6, st, row->expires ? (int64_t)row->expiry : -1, what);
+    return write_end(s, ST_WILL_PUT, bound, what);
+}
+
+static bool store_will_delete(void *ctx, codec_bytes client_id)
+{
+    sqlite_store *s = ctx;
+    const char *what = "will_delete";
+    if (!writable(s, what))
+        return false;
+    bool bound = bind_bytes(s, 1, s->st[ST_WILL_DELETE], client_id, what);
+    return write_end(s, ST_WILL_DELETE, bound, what);
 }
 
 /* ---- reads -------------------------------------------------------------- */
@@ -707,6 +756,9 @@ static bool row_queue(row_reader *r, const store_loader *l)
         row_corrupt(r, 7, "has a length that is not a multiple of 4");
     if (r->bad)
         return false;
+    q.shared = col_int(r, 8, 0, 1) != 0;
+    if (r->bad)
+        return false;
     q.nsub_ids = (uint8_t)(ids.len / 4);
     for (size_t i = 0; i < q.nsub_ids; i++) {
         const uint8_t *p = ids.ptr + 4 * i;
@@ -732,6 +784,23 @@ static bool row_retained(row_reader *r, const store_loader *l)
     if (r->bad)
         return false;
     return l->retained(l->ctx, topic, msg_id) || refused(r, "retained");
+}
+
+static bool row_will(row_reader *r, const store_loader *l)
+{
+    store_will_row w;
+    memset(&w, 0, sizeof w);
+    w.client_id = col_bytes(r, 0, ANY_LEN);
+    w.kind = (uint8_t)col_int(r, 1, 0, UINT8_MAX);
+    w.principal = col_bytes(r, 2, ANY_LEN);
+    w.msg_id = (uint64_t)col_int(r, 3, 1, INT64_MAX);
+    w.delay = (uint32_t)col_int(r, 4, 0, UINT32_MAX);
+    int64_t expiry = col_int(r, 5, -1, UINT32_MAX);
+    if (r->bad)
+        return false;
+    w.expires = expiry >= 0;
+    w.expiry = w.expires ? (uint32_t)expiry : 0;
+    return l->will(l->ctx, &w) || refused(r, "will");
 }
 
 /* Steps through one table. The views handed to callbacks point into SQLite's
@@ -799,7 +868,8 @@ static bool store_load(void *ctx, const store_loader *l)
               (!l->sub || load_table(s, ST_LOAD_SUBS, "subs", row_sub, l)) &&
               (!l->queue || load_table(s, ST_LOAD_QUEUE, "queue", row_queue, l)) &&
               (!l->qos2 || load_table(s, ST_LOAD_QOS2, "qos2", row_qos2, l)) &&
-              (!l->retained || load_table(s, ST_LOAD_RETAINED, "retained", row_retained, l));
+              (!l->retained || load_table(s, ST_LOAD_RETAINED, "retained", row_retained, l)) &&
+              (!l->will || load_table(s, ST_LOAD_WILLS, "wills", row_will, l));
     if (own_txn && !sqlite3_get_autocommit(s->db)) {
         /* A read transaction has nothing to keep: ROLLBACK ends it. Keep the
          * load's own error if it failed. */
@@ -859,13 +929,13 @@ static bool exec(sqlite_store *s, const char *sql, const char *what)
     return true;
 }
 
-/* Whether the file holds a store this build can use. *create is set for an
- * empty file (no tables, version 0). The first read of the file happens here,
- * so a file that is not a database fails here too. */
-static bool schema_verdict(sqlite_store *s, bool *create)
+/* Whether the file holds a store this build can use; *have gets its schema
+ * version (0 for an empty file: no tables). The first read of the file
+ * happens here, so a file that is not a database fails here too. */
+static bool schema_verdict(sqlite_store *s, int64_t *have)
 {
     int64_t version, objects;
-    *create = false;
+    *have = 0;
     if (!query_once(s, "PRAGMA user_version", &version, NULL, 0) ||
         !query_once(s, "SELECT count(*) FROM sqlite_master", &objects, NULL, 0))
         return false;
@@ -885,8 +955,7 @@ static bool schema_verdict(sqlite_store *s, bool *create)
         set_error(s, "not a moat store (tables without a schema version)");
         return false;
     }
-    /* Versions between 1 and the current one would be migrated here. */
-    *create = version == 0;
+    *have = version; /* 0: empty; below the current one: check_schema upgrades it */
     return true;
 }
 
@@ -895,7 +964,7 @@ static bool configure(sqlite_store *s)
 {
     int64_t v;
     char mode[16];
-    bool create;
+    int64_t have;
     int rc = sqlite3_extended_result_codes(s->db, 1);
     if (rc != SQLITE_OK)
         return db_error(s, rc, "extended result codes");
@@ -906,7 +975,7 @@ static bool configure(sqlite_store *s)
         return db_error(s, rc, "busy timeout");
     /* Look before changing anything: switching to WAL rewrites the file
      * header, and a file that is not ours (or is newer) must stay as it is. */
-    if (!schema_verdict(s, &create))
+    if (!schema_verdict(s, &have))
         return false;
     /* WAL lets load() and other readers run beside the writer, and a commit
      * is one append to the WAL plus one fsync. */
@@ -943,21 +1012,23 @@ static bool configure(sqlite_store *s)
     return true;
 }
 
-/* Creates the schema in an empty file, or checks the version again. In a
- * write transaction, so two processes opening a new file at once do not both
- * create the tables (the second sees the first's), and a crash never leaves
- * half a schema. */
+/* Creates the schema in an empty file or upgrades an older one, or checks
+ * the version again. In a write transaction, so two processes opening a new
+ * file at once do not both create the tables (the second sees the first's),
+ * and a crash never leaves half a schema. */
 static bool check_schema(sqlite_store *s)
 {
-    bool create;
+    int64_t have;
     if (!exec(s, "BEGIN IMMEDIATE", "schema"))
         return false;
-    bool ok = schema_verdict(s, &create);
-    if (ok && create) {
+    bool ok = schema_verdict(s, &have);
+    if (ok && have < STORE_SQLITE_SCHEMA_VERSION) {
         char set_version[40];
         (void)snprintf(set_version, sizeof set_version, "PRAGMA user_version = %d",
                        STORE_SQLITE_SCHEMA_VERSION);
-        ok = exec(s, schema_v1, "create schema") && exec(s, set_version, "create schema");
+        ok = (have >= 1 || exec(s, schema_v1, "create schema")) &&
+             (have >= 2 || exec(s, schema_v2, "upgrade schema to version 2")) &&
+             exec(s, set_version, "schema version");
     }
     if (ok)
         return exec(s, "COMMIT", "schema");
@@ -1033,6 +1104,8 @@ bool store_sqlite_open(const char *path, broker_store **out, char *err, size_t e
         .qos2_delete = store_qos2_delete,
         .retained_put = store_retained_put,
         .retained_delete = store_retained_delete,
+        .will_put = store_will_put,
+        .will_delete = store_will_delete,
     };
     *out = &s->iface;
     return true;

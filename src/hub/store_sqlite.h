@@ -21,7 +21,7 @@
 #include "store.h"
 
 /* The schema version this build writes and reads. */
-#define STORE_SQLITE_SCHEMA_VERSION 1
+#define STORE_SQLITE_SCHEMA_VERSION 2
 
 /*
  * Opens the store at path, creating the file and its tables when missing.

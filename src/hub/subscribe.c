@@ -204,7 +204,7 @@ static void visit_retained(tree_node *node, void *value, void *ctx)
         return;
     uint8_t qos = m->qos < r->x->qos ? m->qos : r->x->qos;
     uint32_t id = r->x->sub_id;
-    session_enqueue(r->b, s, m, qos, true, &id, id ? 1 : 0, r->now);
+    session_enqueue(r->b, s, m, qos, true, &id, id ? 1 : 0, false, r->now);
 }
 
 /* why: the Reason String of a SUBACK that refuses a filter, or NULL. */

@@ -395,3 +395,52 @@ def test_no_ack_when_the_store_is_locked(hub):
     m = sub.expect(mw.PUBLISH)
     assert m.payload == b"m"
     sub.close()
+
+
+# ---- wills ------------------------------------------------------------------------
+
+def hub_db_wills(hub):
+    """Client ids of the wills in every worker's store file."""
+    found = set()
+    for path in hub.store_paths():
+        db = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
+        try:
+            found |= {bytes(r[0]).decode() for r in db.execute("SELECT client_id FROM wills")}
+        finally:
+            db.close()
+    return found
+
+
+def test_wills_of_connections_open_at_a_crash_are_published_after_restart(hub):
+    """A device's will (here the usual retained "offline" on its status topic)
+    is not lost when the hub dies with the device connected: the restarted
+    hub publishes it, once. A device that disconnected normally leaves none."""
+    watcher_svc = hub.add_service("watcher", "allow connect\nallow all moat/#\n")
+    crashed, left = hub.add_device(), hub.add_device()
+    hub.start()
+    devices = {}
+    for dev in (crashed, left):
+        c = mw.RawClient.open(hub, dev)
+        c.connect(dev.id, will=dict(topic=f"moat/{dev.id}/up/status", payload=b"offline",
+                                    qos=1, retain=True))
+        devices[dev.id] = c
+    devices[left.id].disconnect()
+    devices[left.id].wait_closed()
+
+    def retained_status():
+        w = mw.RawClient.open(hub, watcher_svc)
+        w.connect("watcher")
+        w.subscribe([("moat/+/up/status", 1)])
+        got = {p.topic: p.payload for p in w.quiet(1.0) if p.type == mw.PUBLISH}
+        w.close()
+        return got
+
+    assert retained_status() == {}
+    assert hub_db_wills(hub) == {crashed.id}, "the will of the open connection is stored"
+    hub.kill9()  # `crashed` is still connected
+    devices[crashed.id].abort()
+
+    hub.start()
+    assert retained_status() == {f"moat/{crashed.id}/up/status": b"offline"}
+    # Published: its row is gone, so another restart does not publish it again.
+    assert hub_db_wills(hub) == set()

@@ -236,6 +236,18 @@ static bool fs_retained_delete(void *ctx, codec_bytes topic)
     return fs_write(ctx);
 }
 
+static bool fs_will_put(void *ctx, const store_will_row *row)
+{
+    FUZZ_CHECK(row->msg_id != 0 && row->client_id.len > 0 && row->principal.len > 0);
+    return fs_write(ctx);
+}
+
+static bool fs_will_delete(void *ctx, codec_bytes client_id)
+{
+    (void)client_id;
+    return fs_write(ctx);
+}
+
 /* ---- connections as the harness sees them -------------------------------- */
 
 typedef struct inflight {
@@ -952,7 +964,9 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
                                  .qos2_put = fs_qos2,
                                  .qos2_delete = fs_qos2,
                                  .retained_put = fs_retained_put,
-                                 .retained_delete = fs_retained_delete};
+                                 .retained_delete = fs_retained_delete,
+                                 .will_put = fs_will_put,
+                                 .will_delete = fs_will_delete};
         r.cfg.store = &r.store;
     }
     bool can_fail = ((setup >> 2) & 3) >= 2;

@@ -1146,15 +1146,18 @@ static void test_retain_handling(void **state)
 
 /* ---- wills -------------------------------------------------------------------- */
 
-/* A device connection with a will on moat/dev1/up/status. */
-static tconn *device_with_will(harness *h, uint8_t version, uint32_t session_expiry,
-                               uint32_t will_delay, bool session_present)
+/* A device connection with a will on moat/ID/up/status. */
+static tconn *device_with_will_as(harness *h, const char *id, uint8_t version,
+                                  uint32_t session_expiry, uint32_t will_delay,
+                                  bool session_present)
 {
-    tconn *d = open_conn(h, BROKER_DEVICE, "dev1");
-    codec_connect c = connect_pkt(version, "dev1");
+    tconn *d = open_conn(h, BROKER_DEVICE, id);
+    codec_connect c = connect_pkt(version, id);
+    char topic[64];
+    snprintf(topic, sizeof(topic), "moat/%s/up/status", id);
     c.will_flag = true;
     c.will_qos = 1;
-    c.will_topic = str("moat/dev1/up/status");
+    c.will_topic = str(topic);
     c.will_payload = str("offline");
     if (session_expiry) {
         c.clean_start = false;
@@ -1168,6 +1171,12 @@ static tconn *device_with_will(harness *h, uint8_t version, uint32_t session_exp
     send_connect(d, &c);
     expect_connack(d, 0, session_present);
     return d;
+}
+
+static tconn *device_with_will(harness *h, uint8_t version, uint32_t session_expiry,
+                               uint32_t will_delay, bool session_present)
+{
+    return device_with_will_as(h, "dev1", version, session_expiry, will_delay, session_present);
 }
 
 static tconn *will_watcher(harness *h)
@@ -2199,6 +2208,90 @@ static void test_durable_restart(void **state)
     tmpstore_close(&ts);
 }
 
+/* Wills of connections the hub had when it crashed are published after the
+ * restart: a clean session's at the first tick, a persistent one's after its
+ * delay (which runs from the restart). A will that was cancelled or already
+ * published is not. */
+static void test_wills_survive_a_crash(void **state)
+{
+    (void)state;
+    tmpstore ts;
+    tmpstore_open(&ts);
+    harness *h = h_new_with(NULL, ts.st);
+    (void)device_with_will_as(h, "dev1", CODEC_V311, 0, 0, false);
+    (void)device_with_will_as(h, "dev2", CODEC_V5, 3600, 10, false);
+    tconn *d3 = device_with_will_as(h, "dev3", CODEC_V5, 0, 0, false);
+    send_disconnect(d3, 0); /* normal disconnect: no will */
+    tconn *d4 = device_with_will_as(h, "dev4", CODEC_V5, 0, 0, false);
+    tconn *early = will_watcher(h);
+    gone(d4); /* published before the crash */
+    expect_publish(early, "moat/dev4/up/status", "offline", 1, false);
+
+    h_restart(h); /* the store is as a kill -9 leaves it */
+    tconn *s = will_watcher(h);
+    expect_nothing(s);
+    advance(h, 0);
+    expect_publish(s, "moat/dev1/up/status", "offline", 1, false);
+    expect_nothing(s);
+    advance(h, 9999);
+    expect_nothing(s);
+    advance(h, 1);
+    expect_publish(s, "moat/dev2/up/status", "offline", 1, false);
+    expect_nothing(s);
+    assert_int_equal(stats(h).sessions, 2); /* dev2's persistent one, and s */
+
+    /* Published once: not again after another restart. */
+    h_restart(h);
+    s = will_watcher(h);
+    advance(h, 60000);
+    expect_nothing(s);
+
+    /* Reconnecting within the delay cancels a persistent session's will, also
+     * after a crash; a clean session's will goes anyway. */
+    (void)device_with_will_as(h, "dev2", CODEC_V5, 3600, 10, true);
+    (void)device_with_will_as(h, "dev1", CODEC_V5, 0, 0, false);
+    h_restart(h);
+    s = will_watcher(h);
+    (void)device_with_will_as(h, "dev1", CODEC_V5, 0, 0, false);
+    expect_publish(s, "moat/dev1/up/status", "offline", 1, false);
+    (void)device_with_will_as(h, "dev2", CODEC_V5, 3600, 10, true);
+    advance(h, 20000);
+    expect_nothing(s);
+    h_free(h);
+    tmpstore_close(&ts);
+}
+
+/* A persistent member's queued share-group message still goes to another
+ * member when the session ends after a restart: the mark is stored. */
+static void test_shared_mark_survives_a_restart(void **state)
+{
+    (void)state;
+    tmpstore ts;
+    tmpstore_open(&ts);
+    harness *h = h_new_with(NULL, ts.st);
+    const char *group = "$share/g/moat/+/up/#";
+    tconn *c = join_as(h, BROKER_SERVICE, "svc", "svc/c", CODEC_V5, true, false);
+    subscribe(c, group, 1, 0, 1);
+    gone(c);
+    tconn *d = device(h, CODEC_V5);
+    publish(d, "moat/dev1/up/t", "kept", 1, false, 1);
+    expect_ack(d, CODEC_PUBACK, 1, 0);
+
+    h_restart(h);
+    tconn *b = join_as(h, BROKER_SERVICE, "svc", "svc/b", CODEC_V5, false, false);
+    subscribe(b, group, 1, 0, 1);
+    for (int i = 0; i < 3; i++) { /* b stays within its keep alive */
+        advance(h, 1000u * 1000u);
+        send_ping(b);
+        expect_packet(b, CODEC_PINGRESP);
+    }
+    expect_nothing(b);
+    advance(h, 601u * 1000u); /* svc/c's session expiry (3,600 s) ends */
+    expect_publish(b, "moat/dev1/up/t", "kept", 1, false);
+    h_free(h);
+    tmpstore_close(&ts);
+}
+
 /* A delivery merged from two subscriptions of a persistent session must be
  * stored as what was sent (QoS and all), whichever subscription the routing
  * met first. */
@@ -2631,6 +2724,8 @@ int main(void)
         cmocka_unit_test(test_shutdown),
         cmocka_unit_test(test_malformed_input),
         cmocka_unit_test(test_durable_restart),
+        cmocka_unit_test(test_wills_survive_a_crash),
+        cmocka_unit_test(test_shared_mark_survives_a_restart),
         cmocka_unit_test(test_session_online_at_restart_expires_after_it),
         cmocka_unit_test(test_durable_overlapping),
         cmocka_unit_test(test_store_commit_fails),

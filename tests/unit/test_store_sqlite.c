@@ -203,7 +203,7 @@ typedef struct retained_rec {
 } retained_rec;
 
 typedef struct rec {
-    char order[6 * REC_MAX + 1]; /* one letter per callback: m s u q 2 r */
+    char order[7 * REC_MAX + 1]; /* one letter per callback: m s u q 2 r w */
     size_t calls;
     size_t stop_at; /* the callback number that returns false; 0: none */
     store_msg_row msgs[REC_MAX];
@@ -218,6 +218,8 @@ typedef struct rec {
     size_t nqos2;
     retained_rec retained[REC_MAX];
     size_t nretained;
+    store_will_row wills[REC_MAX];
+    size_t nwills;
     void *copies[8 * REC_MAX];
     size_t ncopies;
 } rec;
@@ -309,6 +311,17 @@ static bool rec_retained(void *ctx, codec_bytes topic, uint64_t msg_id)
     return rec_call(r, 'r');
 }
 
+static bool rec_will(void *ctx, const store_will_row *row)
+{
+    rec *r = ctx;
+    assert_true(r->nwills < REC_MAX);
+    store_will_row *w = &r->wills[r->nwills++];
+    *w = *row;
+    w->client_id = keep(r, row->client_id);
+    w->principal = keep(r, row->principal);
+    return rec_call(r, 'w');
+}
+
 static rec *rec_new(void)
 {
     rec *r = calloc(1, sizeof *r);
@@ -325,7 +338,8 @@ static void rec_free(rec *r)
 
 static store_loader loader_for(rec *r)
 {
-    store_loader l = {r, rec_msg, rec_session, rec_sub, rec_queue, rec_qos2, rec_retained};
+    store_loader l = {r,         rec_msg,  rec_session,  rec_sub,
+                      rec_queue, rec_qos2, rec_retained, rec_will};
     return l;
 }
 
@@ -391,9 +405,12 @@ static void put_one_of_each(broker_store *st, codec_bytes cid)
     store_queue_row q = queue_row(cid, 1, 1);
     q.nsub_ids = 1;
     q.sub_ids[0] = 9;
+    q.shared = true;
     assert_true(st->queue_put(st->ctx, &q));
     assert_true(st->qos2_put(st->ctx, cid, 10));
     assert_true(st->retained_put(st->ctx, str("t"), 1));
+    store_will_row w = {.client_id = cid, .kind = 1, .principal = str("dev-1"), .msg_id = 1};
+    assert_true(st->will_put(st->ctx, &w));
 }
 
 /* ---- open --------------------------------------------------------------- */
@@ -414,7 +431,7 @@ static void test_open_creates_schema(void **state)
     assert_int_equal(sqlite3_finalize(q), SQLITE_OK);
     assert_int_equal(sqlite3_close(db), SQLITE_OK);
     assert_int_equal(raw_int(f->path, "SELECT count(*) FROM sqlite_master WHERE type = 'table'"),
-                     6);
+                     7);
     /* A new store is empty and says nothing went wrong. */
     assert_string_equal(store_sqlite_error(f->st), "");
     rec *r = load_all(f->st);
@@ -446,16 +463,16 @@ static void test_open_refuses_newer_version(void **state)
     fx *f = *state;
     store_sqlite_close(f->st);
     f->st = NULL;
-    raw_exec(f->path, "PRAGMA user_version = 2");
+    raw_exec(f->path, "PRAGMA user_version = 3");
 
     broker_store *st = NULL;
     char err[256] = "";
     assert_false(store_sqlite_open(f->path, &st, err, sizeof err));
     assert_null(st);
     assert_true(has(err, "newer"));
-    assert_true(has(err, "version 2"));
+    assert_true(has(err, "version 3"));
     /* Refused without touching the file. */
-    assert_int_equal(raw_int(f->path, "PRAGMA user_version"), 2);
+    assert_int_equal(raw_int(f->path, "PRAGMA user_version"), 3);
     /* A NULL error buffer is fine. */
     assert_false(store_sqlite_open(f->path, &st, NULL, 0));
 }
@@ -815,6 +832,87 @@ static void test_retained_roundtrip(void **state)
     rec_free(r);
 }
 
+static void test_wills_roundtrip(void **state)
+{
+    fx *f = *state;
+    broker_store *st = f->st;
+    begin(st);
+    put_msg(st, 1);
+    put_msg(st, 2);
+    store_will_row a = {.client_id = CID_BIN,
+                        .kind = 2,
+                        .principal = str("svc"),
+                        .msg_id = 1,
+                        .delay = 30,
+                        .expires = true,
+                        .expiry = UINT32_MAX};
+    store_will_row b = {.client_id = str("z"), .kind = 1, .principal = str("dev-1"), .msg_id = 2};
+    assert_true(st->will_put(st->ctx, &a));
+    assert_true(st->will_put(st->ctx, &b));
+    commit(st);
+    rec *r = load_all(st);
+    assert_int_equal(r->nwills, 2);
+    expect_bytes(r->wills[0].client_id, CID_BIN);
+    assert_int_equal(r->wills[0].kind, 2);
+    expect_bytes(r->wills[0].principal, str("svc"));
+    assert_int_equal(r->wills[0].msg_id, 1);
+    assert_int_equal(r->wills[0].delay, 30);
+    assert_true(r->wills[0].expires);
+    assert_int_equal(r->wills[0].expiry, UINT32_MAX);
+    assert_false(r->wills[1].expires); /* no Message Expiry Interval */
+    assert_int_equal(r->wills[1].expiry, 0);
+    rec_free(r);
+
+    /* Replaced by the next connection's will; deleted when published. */
+    begin(st);
+    a.msg_id = 2;
+    a.expires = false;
+    assert_true(st->will_put(st->ctx, &a));
+    assert_true(st->will_delete(st->ctx, str("z")));
+    assert_true(st->msg_delete(st->ctx, 1));
+    commit(st);
+    r = load_all(st);
+    assert_int_equal(r->nwills, 1);
+    assert_int_equal(r->wills[0].msg_id, 2);
+    assert_false(r->wills[0].expires);
+    rec_free(r);
+
+    /* A will's message is referenced like a queued one's. */
+    begin(st);
+    assert_true(st->msg_delete(st->ctx, 2));
+    assert_false(st->commit(st->ctx));
+    assert_true(has(store_sqlite_error(st), "FOREIGN KEY"));
+}
+
+/* A version 1 file (before wills and share marks) is upgraded in place at
+ * open, keeping its rows. */
+static void test_open_upgrades_version_1(void **state)
+{
+    fx *f = *state;
+    begin(f->st);
+    put_msg(f->st, 1);
+    store_session_row x = session_row(CID_BIN);
+    assert_true(f->st->session_put(f->st->ctx, &x));
+    store_queue_row q = queue_row(CID_BIN, 1, 1);
+    assert_true(f->st->queue_put(f->st->ctx, &q));
+    commit(f->st);
+    store_sqlite_close(f->st);
+    f->st = NULL;
+    raw_exec(f->path, "DROP TABLE wills; ALTER TABLE queue DROP COLUMN shared;"
+                      " PRAGMA user_version = 1");
+
+    reopen(f);
+    assert_int_equal(raw_int(f->path, "PRAGMA user_version"), STORE_SQLITE_SCHEMA_VERSION);
+    rec *r = load_all(f->st);
+    assert_string_equal(r->order, "msq");
+    assert_false(r->queue[0].shared);
+    rec_free(r);
+    begin(f->st);
+    store_will_row w = {.client_id = CID_BIN, .principal = str("dev-1"), .msg_id = 1};
+    assert_true(f->st->will_put(f->st->ctx, &w));
+    commit(f->st);
+}
+
 /* ---- load --------------------------------------------------------------- */
 
 static void test_load_order(void **state)
@@ -835,7 +933,7 @@ static void test_load_order(void **state)
     commit(st);
     rec *r = load_all(st);
     /* put_one_of_each wrote msg 1 and retained "t" again: still one each. */
-    assert_string_equal(r->order, "mssuuqq22r");
+    assert_string_equal(r->order, "mssuuqq22rw");
     rec_free(r);
 }
 
@@ -846,8 +944,8 @@ static void test_load_stops_when_told(void **state)
     begin(st);
     put_one_of_each(st, CID_BIN);
     commit(st);
-    /* Stop at each of the six callbacks in turn. */
-    for (size_t k = 1; k <= 6; k++) {
+    /* Stop at each of the seven callbacks in turn. */
+    for (size_t k = 1; k <= 7; k++) {
         rec *r = rec_new();
         r->stop_at = k;
         store_loader l = loader_for(r);
@@ -861,12 +959,12 @@ static void test_load_stops_when_told(void **state)
         commit(st);
     }
     rec *r = load_all(st);
-    assert_string_equal(r->order, "msuq2r");
+    assert_string_equal(r->order, "msuq2rw");
     rec_free(r);
 
     /* A loader may leave out tables it does not want. */
     r = rec_new();
-    store_loader l = {r, NULL, rec_session, NULL, NULL, NULL, rec_retained};
+    store_loader l = {r, NULL, rec_session, NULL, NULL, NULL, rec_retained, NULL};
     assert_true(st->load(st->ctx, &l));
     assert_string_equal(r->order, "sr");
     rec_free(r);
@@ -961,7 +1059,7 @@ static void test_rollback_discards(void **state)
     assert_false(st->msg_put(st->ctx, &m));
 
     rec *r = load_all(st);
-    assert_string_equal(r->order, "msuq2r");
+    assert_string_equal(r->order, "msuq2rw");
     assert_int_equal(r->msgs[0].id, 1);
     expect_bytes(r->sessions[0].client_id, CID_BIN);
     rec_free(r);
@@ -1063,15 +1161,16 @@ static void test_session_delete_cascades(void **state)
     put_one_of_each(st, view(prefix, sizeof prefix));
     commit(st);
     rec *r = load_all(st);
-    assert_string_equal(r->order, "mssuuqq22r");
+    assert_string_equal(r->order, "mssuuqq22rww");
     rec_free(r);
 
     begin(st);
     assert_true(st->session_delete(st->ctx, CID_BIN));
     commit(st);
     r = load_all(st);
-    /* Messages and retained topics are not the session's. */
-    assert_string_equal(r->order, "msuq2r");
+    /* Messages, retained topics and wills are not the session's: a will
+     * lives from its CONNECT until it is published or cancelled. */
+    assert_string_equal(r->order, "msuq2rww");
     expect_bytes(r->sessions[0].client_id, view(prefix, sizeof prefix));
     expect_bytes(r->subs[0].client_id, view(prefix, sizeof prefix));
     expect_bytes(r->queue[0].client_id, view(prefix, sizeof prefix));
@@ -1087,7 +1186,7 @@ static void test_session_delete_cascades(void **state)
     assert_true(st->session_delete(st->ctx, str("nobody")));
     commit(st);
     r = load_all(st);
-    assert_string_equal(r->order, "msuq2r");
+    assert_string_equal(r->order, "msuq2rww");
     rec_free(r);
 }
 
@@ -1104,7 +1203,7 @@ static void test_reopen_keeps_committed(void **state)
     reopen(f);
 
     rec *r = load_all(f->st);
-    assert_string_equal(r->order, "msuq2r");
+    assert_string_equal(r->order, "msuq2rw");
     assert_int_equal(r->msgs[0].id, 1);
     expect_bytes(r->sessions[0].client_id, CID_BIN);
     expect_bytes(r->sessions[0].principal, str("dev-1"));
@@ -1112,8 +1211,10 @@ static void test_reopen_keeps_committed(void **state)
     expect_bytes(r->subs[0].filter, str("a/#"));
     assert_int_equal(r->queue[0].nsub_ids, 1);
     assert_int_equal(r->queue[0].sub_ids[0], 9);
+    assert_true(r->queue[0].shared);
     assert_int_equal(r->qos2[0].packet_id, 10);
     expect_bytes(r->retained[0].topic, str("t"));
+    expect_bytes(r->wills[0].client_id, CID_BIN);
     rec_free(r);
     assert_int_equal(f->st->msg_max_id(f->st->ctx), 1);
 }
@@ -1159,6 +1260,12 @@ static void test_corrupt_rows_fail_load(void **state)
         "UPDATE subs SET sub_id = 4294967296",
         "UPDATE subs SET filter = 'a/#'",
         "UPDATE queue SET sub_ids = X'0102030405'",
+        "UPDATE queue SET shared = 2",
+        "UPDATE wills SET expiry = -2",
+        "UPDATE wills SET expiry = 4294967296",
+        "UPDATE wills SET delay = -1",
+        "UPDATE wills SET kind = 'x'",
+        "UPDATE wills SET principal = 5",
         "UPDATE queue SET sub_ids = zeroblob(20)",
         "UPDATE queue SET sub_ids = 'abcd'",
         "UPDATE queue SET qos = 3",
@@ -1395,6 +1502,8 @@ int main(void)
         T(test_queue_roundtrip),
         T(test_qos2_roundtrip),
         T(test_retained_roundtrip),
+        T(test_wills_roundtrip),
+        T(test_open_upgrades_version_1),
         T(test_load_order),
         T(test_load_stops_when_told),
         T(test_load_inside_transaction),
