@@ -272,13 +272,14 @@ def test_qos2_inbound_not_duplicated_after_kill9(hub):
 
 # ---- expiry while the hub is down ---------------------------------------------------
 
-def hub_db_sessions(hub):
-    """Client ids of the sessions in every worker's store file."""
+def hub_db_client_ids(hub, table="sessions"):
+    """Client ids of the rows of a table (sessions, wills) in every worker's
+    store file."""
     found = set()
     for path in hub.store_paths():
         db = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
         try:
-            found |= {bytes(r[0]).decode() for r in db.execute("SELECT client_id FROM sessions")}
+            found |= {bytes(r[0]).decode() for r in db.execute(f"SELECT client_id FROM {table}")}
         finally:
             db.close()
     return found
@@ -297,7 +298,7 @@ def test_session_expired_while_down_is_gone(hub):
     publish_all_acked(pub, "t/exp/1", 1, prefix="queued")
     close_paho(pub)
     assert hub.stop() == 0
-    assert {"svc/short", "svc/long"} <= hub_db_sessions(hub)
+    assert {"svc/short", "svc/long"} <= hub_db_client_ids(hub)
     time.sleep(1.3)  # the short session's expiry passes while the hub is down
 
     hub.start()
@@ -399,18 +400,6 @@ def test_no_ack_when_the_store_is_locked(hub):
 
 # ---- wills ------------------------------------------------------------------------
 
-def hub_db_wills(hub):
-    """Client ids of the wills in every worker's store file."""
-    found = set()
-    for path in hub.store_paths():
-        db = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
-        try:
-            found |= {bytes(r[0]).decode() for r in db.execute("SELECT client_id FROM wills")}
-        finally:
-            db.close()
-    return found
-
-
 def test_wills_of_connections_open_at_a_crash_are_published_after_restart(hub):
     """A device's will (here the usual retained "offline" on its status topic)
     is not lost when the hub dies with the device connected: the restarted
@@ -436,11 +425,11 @@ def test_wills_of_connections_open_at_a_crash_are_published_after_restart(hub):
         return got
 
     assert retained_status() == {}
-    assert hub_db_wills(hub) == {crashed.id}, "the will of the open connection is stored"
+    assert hub_db_client_ids(hub, "wills") == {crashed.id}, "the open connection's will is stored"
     hub.kill9()  # `crashed` is still connected
     devices[crashed.id].abort()
 
     hub.start()
     assert retained_status() == {f"moat/{crashed.id}/up/status": b"offline"}
     # Published: its row is gone, so another restart does not publish it again.
-    assert hub_db_wills(hub) == set()
+    assert hub_db_client_ids(hub, "wills") == set()

@@ -1606,59 +1606,54 @@ static tconn *device_asking(harness *h, bool problem_info, uint32_t max_packet)
     return d;
 }
 
-static codec_props expect_refusals(tconn *d, codec_props *suback_props)
+static void expect_reason_string(const codec_props *props, const char *want)
 {
+    if (!want)
+        assert_false(CODEC_HAS(props, CODEC_PROP_REASON_STRING));
+    else
+        assert_bytes(props->reason_string, want);
+}
+
+/* A device that asked as given has a PUBLISH and a SUBSCRIBE refused, then
+ * uses a topic alias it never set: the Reason Strings of the PUBACK, the
+ * SUBACK and the DISCONNECT are as wanted (NULL: none). */
+static void expect_refusal_strings(harness *h, bool problem_info, uint32_t max_packet,
+                                   const char *puback, const char *suback, const char *disconnect)
+{
+    tconn *d = device_asking(h, problem_info, max_packet);
     publish(d, "moat/dev2/up/x", "a", 1, false, 7);
     codec_packet p = expect_packet(d, CODEC_PUBACK);
     assert_int_equal(p.u.ack.reason, 0x87);
+    expect_reason_string(&p.u.ack.props, puback);
     codec_subscription e = {.filter = str("moat/dev2/down/#"), .qos = 1};
     send_subscribe(d, 8, &e, 1, 0);
-    codec_packet q = expect_packet(d, CODEC_SUBACK);
-    assert_int_equal(q.u.suback.reasons.ptr[0], 0x87);
-    *suback_props = q.u.suback.props;
-    return p.u.ack.props;
+    p = expect_packet(d, CODEC_SUBACK);
+    assert_int_equal(p.u.suback.reasons.ptr[0], 0x87);
+    expect_reason_string(&p.u.suback.props, suback);
+    publish_alias(d, "", 2, "x");
+    p = expect_packet(d, CODEC_DISCONNECT);
+    assert_int_equal(p.u.disconnect.reason, 0x82);
+    expect_reason_string(&p.u.disconnect.props, disconnect);
+    gone(d);
 }
 
 static void test_reason_strings(void **state)
 {
     (void)state;
     harness *h = h_new();
-    tconn *d = device_asking(h, true, 0);
-    codec_props sp, ap = expect_refusals(d, &sp);
-    assert_bytes(ap.reason_string, "not authorized by policy");
-    assert_bytes(sp.reason_string, "not authorized by policy");
-    publish_alias(d, "", 2, "x"); /* an alias never set */
-    codec_packet p = expect_packet(d, CODEC_DISCONNECT);
-    assert_int_equal(p.u.disconnect.reason, 0x82);
-    assert_bytes(p.u.disconnect.props.reason_string, "unknown topic alias");
-    gone(d);
-
+    const char *policy = "not authorized by policy", *alias = "unknown topic alias";
+    expect_refusal_strings(h, true, 0, policy, policy, alias);
     /* Request Problem Information 0: none on PUBACK or SUBACK, still on
      * DISCONNECT. */
-    d = device_asking(h, false, 0);
-    ap = expect_refusals(d, &sp);
-    assert_false(CODEC_HAS(&ap, CODEC_PROP_REASON_STRING));
-    assert_false(CODEC_HAS(&sp, CODEC_PROP_REASON_STRING));
-    publish_alias(d, "", 2, "x");
-    p = expect_packet(d, CODEC_DISCONNECT);
-    assert_bytes(p.u.disconnect.props.reason_string, "unknown topic alias");
-    gone(d);
-
+    expect_refusal_strings(h, false, 0, NULL, NULL, alias);
     /* A client taking at most 16-byte packets gets the refusals without their
      * strings, not larger packets. */
-    d = device_asking(h, true, 16);
-    ap = expect_refusals(d, &sp);
-    assert_false(CODEC_HAS(&ap, CODEC_PROP_REASON_STRING));
-    assert_false(CODEC_HAS(&sp, CODEC_PROP_REASON_STRING));
-    publish_alias(d, "", 2, "x");
-    p = expect_packet(d, CODEC_DISCONNECT);
-    assert_false(CODEC_HAS(&p.u.disconnect.props, CODEC_PROP_REASON_STRING));
-    gone(d);
+    expect_refusal_strings(h, true, 16, NULL, NULL, NULL);
 
     /* A session taken over: the old connection is told why. */
-    d = device_asking(h, true, 0);
+    tconn *d = device_asking(h, true, 0);
     tconn *e = device_asking(h, true, 0);
-    p = expect_packet(d, CODEC_DISCONNECT);
+    codec_packet p = expect_packet(d, CODEC_DISCONNECT);
     assert_int_equal(p.u.disconnect.reason, 0x8E);
     assert_bytes(p.u.disconnect.props.reason_string, "another connection took over this session");
     expect_nothing(e);
